@@ -1,0 +1,405 @@
+//! A consistent image of a live SQLite database, taken without disturbing its writers or a
+//! streaming replicator (such as Litestream) that watches the same file.
+//!
+//! The source is opened read-only with checkpoint-on-close disabled, so sqlbak never
+//! checkpoints, never changes the journal mode and never writes the database. The copy
+//! happens inside one read transaction: in WAL mode writers go on committing while we
+//! read our snapshot; in rollback mode they wait (up to their busy timeout) for the copy,
+//! which runs at memory speed into a private temporary file. Opening a WAL database whose
+//! `-wal`/`-shm` files are absent makes SQLite create them; we remove exactly those again
+//! once no other connection has the database open.
+
+use crate::host;
+use chrono::{DateTime, Utc};
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// How the image is taken.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// SQLite's online backup API: a page-for-page copy inside one read transaction.
+    #[default]
+    Backup,
+    /// `VACUUM INTO`: a compacted, defragmented copy (slower, smaller).
+    Vacuum,
+}
+
+/// What controls a capture.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Backup API or `VACUUM INTO`.
+    pub method: Method,
+    /// How long to wait for a lock before giving up.
+    pub busy_timeout: Duration,
+    /// Where the temporary image goes.
+    pub tmp_dir: PathBuf,
+}
+
+/// A captured image in a private temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct Image {
+    _dir: TempDir,
+    /// The image file.
+    pub path: PathBuf,
+    /// When the read transaction began: the instant the image reflects.
+    pub taken_at: DateTime<Utc>,
+    /// Image size in bytes.
+    pub size: u64,
+    /// SQLite page size.
+    pub page_size: u32,
+    /// SQLite page count.
+    pub page_count: u32,
+}
+
+/// Why a capture failed, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// We never create the source.
+    #[error("database {0} does not exist (sqlbak never creates it); check the path")]
+    Missing(PathBuf),
+    /// Directories, devices and the like.
+    #[error("{0} is not a regular file")]
+    NotAFile(PathBuf),
+    /// Wrong file, or a damaged header.
+    #[error("{0} is not a SQLite database (its header is not \"SQLite format 3\")")]
+    NotSqlite(PathBuf),
+    /// A zero-length file is technically an empty database, but never worth a backup.
+    #[error("{0} is empty (0 bytes); there is nothing to back up")]
+    Empty(PathBuf),
+    /// The database stayed locked past the busy timeout.
+    #[error(
+        "{path} stayed locked for longer than the busy timeout ({timeout}); another process holds a write lock. Retry later or raise --busy-timeout"
+    )]
+    Locked {
+        /// Database path.
+        path: PathBuf,
+        /// The timeout, for the message.
+        timeout: String,
+    },
+    /// Anything SQLite reported.
+    #[error("cannot read {path}: {source}")]
+    Sqlite {
+        /// Database path.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Temporary file trouble (full disk, permissions).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+const PAGES_PER_STEP: i32 = 4096;
+const CAPTURE_DIR_PREFIX: &str = "sqlbak-capture-";
+
+/// Checks that `path` is an existing, non-empty SQLite database file.
+pub fn check_source(path: &Path) -> Result<(), CaptureError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(CaptureError::Missing(path.into()));
+        }
+        Err(e) => {
+            return Err(CaptureError::Io {
+                context: format!("cannot read {}", path.display()),
+                source: e,
+            });
+        }
+    };
+    if !meta.is_file() {
+        return Err(CaptureError::NotAFile(path.into()));
+    }
+    if meta.len() == 0 {
+        return Err(CaptureError::Empty(path.into()));
+    }
+    let mut header = [0u8; 16];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => CaptureError::NotSqlite(path.into()),
+            _ => CaptureError::Io {
+                context: format!("cannot read {}", path.display()),
+                source: e,
+            },
+        })?;
+    if &header != SQLITE_MAGIC {
+        return Err(CaptureError::NotSqlite(path.into()));
+    }
+    Ok(())
+}
+
+/// Takes a consistent image of `source` into a new temporary directory under
+/// `opts.tmp_dir`. `progress(done, total)` is called with page counts during the copy.
+pub fn capture(
+    source: &Path,
+    opts: &CaptureOptions,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Image, CaptureError> {
+    check_source(source)?;
+    remove_stale_capture_dirs(&opts.tmp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!(
+            "{CAPTURE_DIR_PREFIX}{}-{}-",
+            host::hostname(),
+            std::process::id()
+        ))
+        .rand_bytes(6)
+        .tempdir_in(&opts.tmp_dir)
+        .map_err(|e| CaptureError::Io {
+            context: format!(
+                "cannot create a temporary directory in {} (set --tmp-dir to a writable directory)",
+                opts.tmp_dir.display()
+            ),
+            source: e,
+        })?;
+    let image_path = dir.path().join("image.sqlite3");
+
+    let sidecars = Sidecars::observe(source);
+    let result = copy_image(source, &image_path, opts, progress);
+    sidecars.tidy(source);
+    let taken_at = result.map_err(|e| classify(e, source, opts))?;
+
+    let size = fs::metadata(&image_path)
+        .map_err(|e| CaptureError::Io {
+            context: format!("cannot stat {}", image_path.display()),
+            source: e,
+        })?
+        .len();
+    let (page_size, page_count) = read_header(&image_path).map_err(|e| CaptureError::Io {
+        context: format!("cannot read {}", image_path.display()),
+        source: e,
+    })?;
+    Ok(Image {
+        _dir: dir,
+        path: image_path,
+        taken_at,
+        size,
+        page_size,
+        page_count,
+    })
+}
+
+fn copy_image(
+    source: &Path,
+    image: &Path,
+    opts: &CaptureOptions,
+    progress: &dyn Fn(u64, u64),
+) -> rusqlite::Result<DateTime<Utc>> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let src = Connection::open_with_flags(source, flags)?;
+    src.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    src.busy_timeout(opts.busy_timeout)?;
+
+    let taken_at = match opts.method {
+        Method::Vacuum => {
+            // VACUUM INTO reads inside its own single read transaction.
+            let taken_at = Utc::now();
+            let target = image
+                .to_str()
+                .ok_or_else(|| rusqlite::Error::InvalidPath(image.to_path_buf()))?;
+            src.execute("VACUUM INTO ?1", [target])?;
+            taken_at
+        }
+        Method::Backup => {
+            // One read transaction for the whole copy: the backup never restarts, however
+            // much other processes write, and the image is one point in time.
+            src.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;")?;
+            let taken_at = Utc::now();
+            let mut dst = Connection::open(image)?;
+            dst.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")?;
+            {
+                let backup = Backup::new(&src, &mut dst)?;
+                loop {
+                    match backup.step(PAGES_PER_STEP)? {
+                        StepResult::Done => break,
+                        StepResult::More => {}
+                        _ => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                    let p = backup.progress();
+                    let total = u64::try_from(p.pagecount).unwrap_or(0);
+                    let left = u64::try_from(p.remaining).unwrap_or(0);
+                    progress(total.saturating_sub(left), total);
+                }
+            }
+            dst.close().map_err(|(_, e)| e)?;
+            src.execute_batch("COMMIT")?;
+            taken_at
+        }
+    };
+    src.close().map_err(|(_, e)| e)?;
+    let _ = fs::set_permissions(image, fs::Permissions::from_mode(0o600));
+    Ok(taken_at)
+}
+
+fn classify(e: rusqlite::Error, source: &Path, opts: &CaptureOptions) -> CaptureError {
+    use rusqlite::ErrorCode;
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return CaptureError::Locked {
+                    path: source.into(),
+                    timeout: humantime::format_duration(opts.busy_timeout).to_string(),
+                };
+            }
+            ErrorCode::NotADatabase => return CaptureError::NotSqlite(source.into()),
+            ErrorCode::DiskFull => {
+                return CaptureError::Io {
+                    context: format!(
+                        "the temporary directory {} is full; free space or set --tmp-dir",
+                        opts.tmp_dir.display()
+                    ),
+                    source: io::Error::from(io::ErrorKind::StorageFull),
+                };
+            }
+            _ => {}
+        }
+    }
+    CaptureError::Sqlite {
+        path: source.into(),
+        source: e,
+    }
+}
+
+/// Reads page size and page count from a database header.
+pub fn read_header(path: &Path) -> io::Result<(u32, u32)> {
+    let mut h = [0u8; 100];
+    File::open(path)?.read_exact(&mut h)?;
+    if &h[..16] != SQLITE_MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a SQLite database",
+        ));
+    }
+    let raw = u32::from(u16::from_be_bytes([h[16], h[17]]));
+    let page_size = if raw == 1 { 65536 } else { raw };
+    let page_count = u32::from_be_bytes([h[28], h[29], h[30], h[31]]);
+    Ok((page_size, page_count))
+}
+
+fn remove_stale_capture_dirs(tmp_dir: &Path) {
+    let Ok(entries) = fs::read_dir(tmp_dir) else {
+        return;
+    };
+    let this_host = host::hostname();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(tag) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(CAPTURE_DIR_PREFIX))
+        else {
+            continue;
+        };
+        let modified = entry.metadata().and_then(|m| m.modified()).ok();
+        if host::temp_is_stale(tag, modified, &this_host) {
+            if let Err(e) = fs::remove_dir_all(entry.path()) {
+                tracing::warn!("cannot remove stale {}: {e}", entry.path().display());
+            } else {
+                tracing::info!("removed stale {}", entry.path().display());
+            }
+        }
+    }
+}
+
+/// Which of a database's `-wal`/`-shm` files existed before we opened it.
+struct Sidecars {
+    wal_existed: bool,
+    shm_existed: bool,
+}
+
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+impl Sidecars {
+    fn observe(db: &Path) -> Self {
+        Sidecars {
+            wal_existed: sidecar(db, "-wal").exists(),
+            shm_existed: sidecar(db, "-shm").exists(),
+        }
+    }
+
+    /// Removes `-wal`/`-shm` files that our read-only connection created, but only while
+    /// no other connection has the database open (proved by taking SQLite's exclusive
+    /// lock for a moment) and only an empty `-wal`: another process's data is never
+    /// touched.
+    fn tidy(&self, db: &Path) {
+        let wal = sidecar(db, "-wal");
+        let shm = sidecar(db, "-shm");
+        let created_wal = !self.wal_existed && wal.exists();
+        let created_shm = !self.shm_existed && shm.exists();
+        if !created_wal && !created_shm {
+            return;
+        }
+        let Some(_lock) = ExclusiveProbe::try_acquire(db) else {
+            tracing::debug!(
+                "{} is in use by another connection; leaving its -wal/-shm files",
+                db.display()
+            );
+            return;
+        };
+        if created_wal {
+            if fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
+                let _ = fs::remove_file(&wal);
+            } else {
+                return;
+            }
+        }
+        if created_shm {
+            let _ = fs::remove_file(&shm);
+        }
+    }
+}
+
+/// SQLite's exclusive lock (a write lock on the shared-lock byte range) held for as long
+/// as this value lives. Every open connection in WAL mode holds a shared lock there, so
+/// getting it proves no other connection has the database open.
+struct ExclusiveProbe {
+    _file: File,
+}
+
+impl ExclusiveProbe {
+    const PENDING_BYTE: i64 = 0x4000_0000;
+    const SHARED_FIRST: i64 = Self::PENDING_BYTE + 2;
+    const SHARED_SIZE: i64 = 510;
+
+    fn try_acquire(db: &Path) -> Option<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(db).ok()?;
+        let lock = nix::libc::flock {
+            l_type: nix::libc::F_WRLCK as _,
+            l_whence: nix::libc::SEEK_SET as _,
+            l_start: Self::SHARED_FIRST,
+            l_len: Self::SHARED_SIZE,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&lock)).ok()?;
+        Some(ExclusiveProbe { _file: file })
+    }
+}

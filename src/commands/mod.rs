@@ -1,0 +1,104 @@
+//! One module per subcommand: orchestration only, the work lives in the modules they call.
+
+pub mod list;
+pub mod restore;
+pub mod snapshot;
+pub mod verify;
+
+use crate::catalog::{self, Snapshot};
+use crate::config::ConfigFile;
+use crate::exit;
+use crate::storage::{self, Storage};
+use crate::ui::Ui;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+/// What every command gets besides its own arguments.
+pub struct Env {
+    /// The config file, when one was given.
+    pub config: Option<ConfigFile>,
+    /// Progress-bar policy.
+    pub ui: Ui,
+}
+
+impl Env {
+    /// The destinations a reading command looks at: `--dest`, else every distinct
+    /// destination in the config.
+    pub fn read_dests(&self, dest: Option<&str>) -> Result<Vec<String>> {
+        if let Some(d) = dest {
+            return Ok(vec![d.to_string()]);
+        }
+        let mut dests: Vec<String> = Vec::new();
+        if let Some(cfg) = &self.config {
+            let candidates = cfg
+                .databases
+                .iter()
+                .filter_map(|db| {
+                    db.options
+                        .dest
+                        .clone()
+                        .or_else(|| cfg.defaults.dest.clone())
+                })
+                .chain(cfg.defaults.dest.clone());
+            for d in candidates {
+                if !dests.contains(&d) {
+                    dests.push(d);
+                }
+            }
+        }
+        if dests.is_empty() {
+            return Err(exit::usage(
+                "no destination: pass --dest DIR (or --config FILE with a dest)",
+            )
+            .into());
+        }
+        Ok(dests)
+    }
+}
+
+/// Opens `dest` and lists its snapshots (of `name` only, when given), oldest first.
+pub fn list_snapshots(dest: &str, name: Option<&str>) -> Result<(Box<dyn Storage>, Vec<Snapshot>)> {
+    let store = storage::open(dest)?;
+    let prefix = name.map(|n| format!("{n}/")).unwrap_or_default();
+    let objects = store.list(&prefix)?;
+    let snaps =
+        catalog::snapshots_from_listing(objects.iter().map(|o| (o.key.as_str(), o.size)), name);
+    Ok((store, snaps))
+}
+
+/// A short age such as `3d 4h` or `12m`, for tables.
+pub fn short_age(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
+    let secs = (now - then).num_seconds();
+    if secs < 0 {
+        return "future".into();
+    }
+    let (d, h, m) = (secs / 86400, secs % 86400 / 3600, secs % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// RFC 3339, UTC, whole seconds: the one way times are printed.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ages() {
+        let now = Utc.with_ymd_and_hms(2024, 1, 10, 12, 0, 0).unwrap();
+        let ago = |s: i64| short_age(now, now - chrono::Duration::seconds(s));
+        assert_eq!(ago(5), "5s");
+        assert_eq!(ago(125), "2m");
+        assert_eq!(ago(3 * 3600 + 60), "3h 1m");
+        assert_eq!(ago(2 * 86400 + 7200), "2d 2h");
+        assert_eq!(short_age(now, now + chrono::Duration::seconds(5)), "future");
+    }
+}

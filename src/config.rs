@@ -1,0 +1,324 @@
+//! The TOML config file and the one set of options shared by it and the command line.
+//!
+//! Top-level keys are defaults for every `[[databases]]` entry; an entry's own keys win,
+//! and command-line flags win over both. Unknown keys are an error naming the key and the
+//! file, because a typo must never silently disable part of a backup.
+
+use crate::capture::Method;
+use crate::timespec;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A duration written the way people write them (`30s`, `2m`), in flags and in TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = timespec::TimeSpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        timespec::parse_duration(s).map(HumanDuration)
+    }
+}
+
+impl TryFrom<String> for HumanDuration {
+    type Error = timespec::TimeSpecError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<HumanDuration> for String {
+    fn from(d: HumanDuration) -> String {
+        humantime::format_duration(d.0).to_string()
+    }
+}
+
+/// Options a config file and the command line can both set. Every field is optional so
+/// that layers can be overlaid; [`Options::resolve`] fills in defaults.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct Options {
+    /// Where snapshots go: a directory path or file:///path.
+    #[arg(long, short = 'd', value_name = "DEST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+
+    /// How the image is taken [default: backup].
+    #[arg(long, value_enum, help_heading = "Capture")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+
+    /// How long to wait for a locked database before failing [default: 30s].
+    #[arg(long, value_name = "DURATION", help_heading = "Capture")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_timeout: Option<HumanDuration>,
+
+    /// Directory for the temporary image (needs room for one copy of the database)
+    /// [default: $TMPDIR or /tmp].
+    #[arg(long, value_name = "DIR", help_heading = "Capture")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmp_dir: Option<PathBuf>,
+
+    /// gzip level, 0 (store) to 9 (smallest) [default: 6].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=9), help_heading = "Compression")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+
+    /// Compression threads [default: number of CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = "Compression")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u32>,
+}
+
+/// The keys [`Options`] accepts in TOML; a unit test keeps this in step with the struct.
+pub const OPTION_KEYS: &[&str] = &["dest", "method", "busy_timeout", "tmp_dir", "level", "jobs"];
+
+/// Options with every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// Destination URL or path.
+    pub dest: String,
+    /// Capture method.
+    pub method: Method,
+    /// Busy timeout for the source.
+    pub busy_timeout: Duration,
+    /// Temporary directory.
+    pub tmp_dir: PathBuf,
+    /// gzip level.
+    pub level: u32,
+    /// Compression threads.
+    pub jobs: u32,
+}
+
+impl Options {
+    /// Field-wise: a value in `self` wins over one in `lower`.
+    pub fn over(&self, lower: &Options) -> Options {
+        Options {
+            dest: self.dest.clone().or_else(|| lower.dest.clone()),
+            method: self.method.or(lower.method),
+            busy_timeout: self.busy_timeout.or(lower.busy_timeout),
+            tmp_dir: self.tmp_dir.clone().or_else(|| lower.tmp_dir.clone()),
+            level: self.level.or(lower.level),
+            jobs: self.jobs.or(lower.jobs),
+        }
+    }
+
+    /// Applies defaults; only the destination has none.
+    pub fn resolve(&self) -> Result<Resolved> {
+        let Some(dest) = self.dest.clone() else {
+            bail!(crate::exit::usage(
+                "no destination: pass --dest DIR (or set dest in the config file)"
+            ));
+        };
+        Ok(Resolved {
+            dest,
+            method: self.method.unwrap_or_default(),
+            busy_timeout: self.busy_timeout.map_or(Duration::from_secs(30), |d| d.0),
+            tmp_dir: self.tmp_dir.clone().unwrap_or_else(std::env::temp_dir),
+            level: self.level.unwrap_or(6),
+            jobs: self.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+            }),
+        })
+    }
+}
+
+/// One `[[databases]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseEntry {
+    /// The database file.
+    pub path: PathBuf,
+    /// Snapshot name; the file stem when absent.
+    pub name: Option<String>,
+    /// This entry's own options.
+    #[serde(flatten)]
+    pub options: Options,
+}
+
+/// A parsed config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConfigFile {
+    /// Where it was read from, for messages.
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Defaults for every entry.
+    #[serde(flatten)]
+    pub defaults: Options,
+    /// The databases to back up.
+    #[serde(default)]
+    pub databases: Vec<DatabaseEntry>,
+}
+
+impl ConfigFile {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read config file {} (given by --config or SQLBAK_CONFIG)",
+                path.display()
+            )
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<ConfigFile> {
+        let bad =
+            |msg: String| crate::exit::usage(format!("config file {}: {msg}", path.display()));
+        let table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        check_keys(
+            &table,
+            &[OPTION_KEYS, &["databases"]].concat(),
+            "at the top level",
+        )
+        .map_err(bad)?;
+        if let Some(dbs) = table.get("databases") {
+            let Some(dbs) = dbs.as_array() else {
+                return Err(
+                    bad("databases must be an array of tables: write [[databases]]".into()).into(),
+                );
+            };
+            for (i, db) in dbs.iter().enumerate() {
+                let Some(db) = db.as_table() else {
+                    return Err(bad(
+                        "databases must be an array of tables: write [[databases]]".into()
+                    )
+                    .into());
+                };
+                let place = match db.get("path").and_then(|p| p.as_str()) {
+                    Some(p) => format!("in [[databases]] entry {} (path = {p:?})", i + 1),
+                    None => format!("in [[databases]] entry {}", i + 1),
+                };
+                check_keys(db, &[OPTION_KEYS, &["path", "name"]].concat(), &place).map_err(bad)?;
+            }
+        }
+        let mut cfg: ConfigFile = table
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string()))?;
+        cfg.path = path.to_path_buf();
+        Ok(cfg)
+    }
+}
+
+fn check_keys(table: &toml::Table, known: &[&str], place: &str) -> Result<(), String> {
+    for key in table.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown key `{key}` {place}; known keys are: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile> {
+        ConfigFile::parse(text, Path::new("/etc/sqlbak.toml"))
+    }
+
+    #[test]
+    fn option_keys_match_the_struct() {
+        let full = Options {
+            dest: Some("d".into()),
+            method: Some(Method::Vacuum),
+            busy_timeout: Some(HumanDuration(Duration::from_secs(1))),
+            tmp_dir: Some("/t".into()),
+            level: Some(1),
+            jobs: Some(1),
+        };
+        let v = serde_json::to_value(&full).unwrap();
+        let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut keys = OPTION_KEYS.to_vec();
+        fields.sort();
+        keys.sort();
+        assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let cfg = parse(
+            r#"
+dest = "/backups"
+level = 9
+busy_timeout = "5s"
+[[databases]]
+path = "/var/lib/app/app.db"
+name = "app"
+[[databases]]
+path = "/var/lib/other.db"
+dest = "/mnt/other"
+method = "vacuum"
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.databases.len(), 2);
+        let a = cfg.databases[0]
+            .options
+            .over(&cfg.defaults)
+            .resolve()
+            .unwrap();
+        assert_eq!(a.dest, "/backups");
+        assert_eq!(a.level, 9);
+        assert_eq!(a.busy_timeout, Duration::from_secs(5));
+        assert_eq!(a.method, Method::Backup);
+        let b = cfg.databases[1]
+            .options
+            .over(&cfg.defaults)
+            .resolve()
+            .unwrap();
+        assert_eq!(b.dest, "/mnt/other");
+        assert_eq!(b.method, Method::Vacuum);
+        let cli = Options {
+            level: Some(1),
+            ..Options::default()
+        };
+        assert_eq!(
+            cli.over(&cfg.databases[1].options.over(&cfg.defaults))
+                .resolve()
+                .unwrap()
+                .level,
+            1
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_file() {
+        let err = parse("dset = \"/x\"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`dset`") && err.contains("/etc/sqlbak.toml"),
+            "{err}"
+        );
+        let err = parse("[[databases]]\npath = \"/a.db\"\nlevle = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`levle`") && err.contains("\"/a.db\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(parse("busy_timeout = \"soon\"\n").is_err());
+        assert!(parse("method = \"copy\"\n").is_err());
+        assert!(
+            parse("[[databases]]\nname = \"x\"\n").is_err(),
+            "path is required"
+        );
+        assert!(parse("databases = 3\n").is_err());
+        assert!(parse("this is not toml").is_err());
+    }
+
+    #[test]
+    fn missing_dest_is_a_usage_error() {
+        let err = Options::default().resolve().unwrap_err();
+        assert!(err.to_string().contains("--dest"));
+    }
+}

@@ -1,0 +1,77 @@
+//! The way back: a stored snapshot streamed out of storage, decompressed into a local
+//! file, and proved to be a healthy SQLite database before anyone relies on it.
+
+use crate::catalog::Snapshot;
+use crate::codec::{self, DecodeReport};
+use crate::storage::Storage;
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OpenFlags};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Streams `snap` from `storage` into `out` (an empty file), checking gzip CRCs and the
+/// recorded size and sha256; the file is fsynced before this returns.
+pub fn fetch(
+    storage: &dyn Storage,
+    snap: &Snapshot,
+    out: &File,
+    progress: &dyn Fn(u64),
+) -> Result<DecodeReport> {
+    let key = snap.key.key();
+    if snap.key.encrypted {
+        bail!(
+            "{key} is encrypted with age, and this build cannot decrypt it; decrypt it with \
+`age -d -i KEY {key} | gzip -dc > app.db`"
+        );
+    }
+    let reader = storage.open(&key)?;
+    let mut writer = BufWriter::with_capacity(1 << 20, out);
+    let report = codec::decompress(reader, &mut writer, progress)
+        .with_context(|| format!("cannot restore {key} from {}", storage.url()))?;
+    writer.flush().context("cannot write the restored image")?;
+    drop(writer);
+    out.sync_all().context("cannot fsync the restored image")?;
+    Ok(report)
+}
+
+/// Proves `path` is a healthy SQLite database: the header's page count agrees with the
+/// file size, and `PRAGMA integrity_check` says ok. Opens the file immutable, so no
+/// `-wal`/`-shm` files appear beside it.
+pub fn check_integrity(path: &Path) -> Result<()> {
+    let (page_size, page_count) = crate::capture::read_header(path)
+        .with_context(|| format!("{} is not a SQLite database", path.display()))?;
+    let len = std::fs::metadata(path)?.len();
+    let expected = u64::from(page_size) * u64::from(page_count);
+    if page_count > 0 && len != expected {
+        bail!(
+            "the image is {len} bytes but its header says {page_count} pages of {page_size} bytes ({expected} bytes): it is truncated or damaged"
+        );
+    }
+    let uri = format!("file:{}?immutable=1", uri_escape(&path.to_string_lossy()));
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&uri, flags)
+        .with_context(|| format!("cannot open {} with SQLite", path.display()))?;
+    let mut stmt = conn.prepare("PRAGMA integrity_check(20)")?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .with_context(|| format!("PRAGMA integrity_check failed on {}", path.display()))?;
+    if rows.len() != 1 || rows[0] != "ok" {
+        bail!("PRAGMA integrity_check found problems: {}", rows.join("; "));
+    }
+    Ok(())
+}
+
+fn uri_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,62 @@
+//! The binary: parse, set up logging, dispatch, turn errors into exit codes.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use sqlbak::cli::{Cli, Command};
+use sqlbak::commands::{self, Env};
+use sqlbak::config::ConfigFile;
+use sqlbak::{exit, ui::Ui};
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        (false, _) => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .init();
+    let code = match run(&cli) {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("sqlbak: error: {e:#}");
+            exit::code_of(&e)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let config = match &cli.global.config {
+        Some(path) => Some(ConfigFile::load(path).map_err(|e| {
+            if exit::code_of(&e) == exit::FAILURE {
+                e.context(exit::usage("cannot load the config file"))
+            } else {
+                e
+            }
+        })?),
+        None => None,
+    };
+    let json = match &cli.command {
+        Command::Snapshot(a) => a.json,
+        Command::List(a) => a.json,
+        Command::Restore(a) => a.json,
+        Command::Verify(a) => a.json,
+    };
+    let env = Env {
+        config,
+        ui: Ui::new(cli.global.quiet, json),
+    };
+    match &cli.command {
+        Command::Snapshot(a) => commands::snapshot::run(&env, a),
+        Command::List(a) => commands::list::run(&env, a),
+        Command::Restore(a) => commands::restore::run(&env, a),
+        Command::Verify(a) => commands::verify::run(&env, a),
+    }
+}

@@ -1,0 +1,299 @@
+//! A directory on a local or mounted file system.
+//!
+//! Layout: `<root>/<name>/<file>`. Objects are written to a hidden temporary beside their
+//! final name (`.<file>.tmp-<host>-<pid>-<random>`, mode 0600), fsynced, renamed into
+//! place without replacing anything, and the directory is fsynced; listings skip hidden
+//! names, so an interrupted write is never seen. Directories are created 0700.
+
+use super::{ObjectInfo, ObjectWriter, Storage, StorageError};
+use crate::host;
+use std::fs::{self, DirBuilder, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
+
+const TEMP_MARKER: &str = ".tmp-";
+
+/// A destination directory.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// A destination rooted at `root` (created on the first write).
+    pub fn new(root: PathBuf) -> Self {
+        LocalStorage { root }
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
+        let ok = !key.is_empty()
+            && key
+                .split('/')
+                .all(|c| !c.is_empty() && !c.starts_with('.') && c != "..");
+        if !ok {
+            return Err(StorageError::BadDestination(
+                key.into(),
+                "not a valid object key".into(),
+            ));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn list_dir(
+        &self,
+        dir: &Path,
+        name: &str,
+        out: &mut Vec<ObjectInfo>,
+    ) -> Result<(), StorageError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(StorageError::io(
+                    format!("cannot list {}", dir.display()),
+                    e,
+                ));
+            }
+        };
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| StorageError::io(format!("cannot list {}", dir.display()), e))?;
+            let Some(file) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if file.starts_with('.') {
+                continue;
+            }
+            let meta = entry.metadata().map_err(|e| {
+                StorageError::io(format!("cannot stat {}", entry.path().display()), e)
+            })?;
+            if meta.is_file() {
+                out.push(ObjectInfo {
+                    key: format!("{name}/{file}"),
+                    size: meta.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes temporaries of writers that can no longer finish (see [`host::temp_is_stale`]).
+    fn remove_stale_temporaries(dir: &Path) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        let this_host = host::hostname();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(idx) = name.rfind(TEMP_MARKER) else {
+                continue;
+            };
+            if !name.starts_with('.') {
+                continue;
+            }
+            let tag = &name[idx + TEMP_MARKER.len()..];
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            if host::temp_is_stale(tag, modified, &this_host) {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => tracing::info!("removed stale temporary {}", entry.path().display()),
+                    Err(e) => tracing::warn!(
+                        "cannot remove stale temporary {}: {e}",
+                        entry.path().display()
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// fsyncs a directory so that renames and unlinks in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Storage for LocalStorage {
+    fn url(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(StorageError::io(
+                    format!("destination {} is not a directory", self.root.display()),
+                    io::Error::from(io::ErrorKind::NotADirectory),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::MissingDestination(self.url()));
+            }
+            Err(e) => {
+                return Err(StorageError::io(
+                    format!("cannot read destination {}", self.root.display()),
+                    e,
+                ));
+            }
+        }
+        let mut out = Vec::new();
+        if let Some((dir, _)) = prefix.split_once('/') {
+            if !dir.is_empty() && !dir.starts_with('.') && dir != ".." {
+                self.list_dir(&self.root.join(dir), dir, &mut out)?;
+            }
+        } else {
+            let entries = fs::read_dir(&self.root)
+                .map_err(|e| StorageError::io(format!("cannot list {}", self.root.display()), e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| {
+                    StorageError::io(format!("cannot list {}", self.root.display()), e)
+                })?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                self.list_dir(&entry.path(), &name, &mut out)?;
+            }
+        }
+        out.retain(|o| o.key.starts_with(prefix));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
+        let path = self.path_of(key)?;
+        let (Some(dir), Some(file)) = (path.parent(), path.file_name().and_then(|f| f.to_str()))
+        else {
+            return Err(StorageError::BadDestination(
+                key.into(),
+                "not a valid object key".into(),
+            ));
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                StorageError::io(format!("cannot create directory {}", dir.display()), e)
+            })?;
+        Self::remove_stale_temporaries(dir);
+        let prefix = format!(
+            ".{file}{TEMP_MARKER}{}-{}-",
+            host::hostname(),
+            std::process::id()
+        );
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .rand_bytes(6)
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)
+            .map_err(|e| {
+                StorageError::io(
+                    format!("cannot create a temporary file in {}", dir.display()),
+                    e,
+                )
+            })?;
+        Ok(Box::new(LocalWriter {
+            out: BufWriter::with_capacity(1 << 20, tmp),
+            path,
+            root: self.root.clone(),
+            dest: self.url(),
+            key: key.to_string(),
+        }))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+        let path = self.path_of(key)?;
+        match File::open(&path) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound {
+                dest: self.url(),
+                key: key.into(),
+            }),
+            Err(e) => Err(StorageError::io(
+                format!("cannot open {}", path.display()),
+                e,
+            )),
+        }
+    }
+
+    fn delete(&self, keys: &[String]) -> Vec<(String, StorageError)> {
+        let mut failed = Vec::new();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for key in keys {
+            let result = self.path_of(key).and_then(|path| {
+                fs::remove_file(&path).map_err(|e| {
+                    StorageError::io(format!("cannot delete {}", path.display()), e)
+                })?;
+                if let Some(d) = path.parent().filter(|d| !dirs.iter().any(|x| x == d)) {
+                    dirs.push(d.to_path_buf());
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                failed.push((key.clone(), e));
+            }
+        }
+        for d in dirs {
+            if let Err(e) = sync_dir(&d) {
+                tracing::warn!("cannot fsync {}: {e}", d.display());
+            }
+        }
+        failed
+    }
+}
+
+struct LocalWriter {
+    out: BufWriter<NamedTempFile>,
+    path: PathBuf,
+    root: PathBuf,
+    dest: String,
+    key: String,
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn commit(self: Box<Self>) -> Result<(), StorageError> {
+        let LocalWriter {
+            out,
+            path,
+            root,
+            dest,
+            key,
+        } = *self;
+        let tmp = out.into_inner().map_err(|e| {
+            StorageError::io(format!("cannot write {}", path.display()), e.into_error())
+        })?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| StorageError::io(format!("cannot fsync {}", tmp.path().display()), e))?;
+        tmp.persist_noclobber(&path).map_err(|e| {
+            if e.error.kind() == io::ErrorKind::AlreadyExists {
+                StorageError::AlreadyExists { dest, key }
+            } else {
+                StorageError::io(
+                    format!("cannot move the finished snapshot to {}", path.display()),
+                    e.error,
+                )
+            }
+        })?;
+        // The name directory may be new, so make both its entry and the file's durable.
+        for dir in [path.parent(), Some(root.as_path())].into_iter().flatten() {
+            sync_dir(dir)
+                .map_err(|e| StorageError::io(format!("cannot fsync {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+}

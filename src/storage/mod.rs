@@ -1,0 +1,116 @@
+//! Where snapshots live. Every backend implements the same small contract, and the
+//! commands see nothing else: list a prefix, create an object atomically, open one for
+//! reading, delete a batch.
+
+pub mod local;
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the destination root, `/`-separated.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Failures a backend reports, each with what the user can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Reading something that is not there.
+    #[error("{key} does not exist in {dest}")]
+    NotFound {
+        /// Destination URL.
+        dest: String,
+        /// Missing key.
+        key: String,
+    },
+    /// Snapshots are never overwritten.
+    #[error("{key} already exists in {dest}; snapshots are never overwritten")]
+    AlreadyExists {
+        /// Destination URL.
+        dest: String,
+        /// Existing key.
+        key: String,
+    },
+    /// The destination root itself is missing.
+    #[error("destination {0} does not exist; check --dest (a snapshot creates it)")]
+    MissingDestination(String),
+    /// A destination URL we cannot use.
+    #[error("unsupported destination {0:?}: {1}")]
+    BadDestination(String, String),
+    /// An I/O failure, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        StorageError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// An object being written. Nothing is visible under its key until `commit` returns;
+/// dropping it without committing discards everything written.
+pub trait ObjectWriter: Write + Send {
+    /// Makes the object durable and visible under its key, failing if the key exists.
+    fn commit(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+/// A snapshot destination.
+pub trait Storage: Send + Sync {
+    /// The destination as the user would write it, for messages.
+    fn url(&self) -> String;
+    /// Every object whose key starts with `prefix` (`""` for all).
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+    /// Starts writing a new object under `key`.
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError>;
+    /// Opens an object for streaming reads.
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError>;
+    /// Deletes `keys`, returning each key that could not be deleted and why.
+    fn delete(&self, keys: &[String]) -> Vec<(String, StorageError)>;
+}
+
+/// Opens the destination named by `dest`: a plain path or a `file://` URL.
+pub fn open(dest: &str) -> Result<Box<dyn Storage>, StorageError> {
+    if let Some(rest) = dest.strip_prefix("file://") {
+        if rest.is_empty() || !rest.starts_with('/') {
+            return Err(StorageError::BadDestination(
+                dest.into(),
+                "a file:// URL needs an absolute path, e.g. file:///var/backups".into(),
+            ));
+        }
+        return Ok(Box::new(local::LocalStorage::new(PathBuf::from(rest))));
+    }
+    if dest.starts_with("s3://") {
+        return Err(StorageError::BadDestination(
+            dest.into(),
+            "S3 destinations are not supported by this build yet; use a local directory".into(),
+        ));
+    }
+    if let Some((scheme, _)) = dest.split_once("://") {
+        return Err(StorageError::BadDestination(
+            dest.into(),
+            format!("unknown scheme {scheme}://; use a directory path or file:///path"),
+        ));
+    }
+    if dest.is_empty() {
+        return Err(StorageError::BadDestination(
+            dest.into(),
+            "the destination is empty; pass --dest or set dest in the config".into(),
+        ));
+    }
+    Ok(Box::new(local::LocalStorage::new(PathBuf::from(dest))))
+}
