@@ -95,7 +95,7 @@ pub enum CaptureError {
         timeout: String,
     },
     /// Anything SQLite reported.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Sqlite {
         /// Database path.
         path: PathBuf,
@@ -104,7 +104,7 @@ pub enum CaptureError {
         source: rusqlite::Error,
     },
     /// Temporary file trouble (full disk, permissions).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

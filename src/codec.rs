@@ -226,7 +226,7 @@ pub enum CodecError {
     #[error("the snapshot's checksum does not match: {0}")]
     Mismatch(String),
     /// Writing the restored image failed (for example a full disk).
-    #[error("cannot write the restored image: {0}")]
+    #[error("cannot write the restored image")]
     Write(#[source] io::Error),
 }
 

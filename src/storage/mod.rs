@@ -42,7 +42,7 @@ pub enum StorageError {
     #[error("unsupported destination {0:?}: {1}")]
     BadDestination(String, String),
     /// An I/O failure, with what was being done.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done, naming the path.
         context: String,

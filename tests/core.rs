@@ -1,0 +1,494 @@
+//! Snapshot, list, restore and verify through the real binary, on real database files.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use tempfile::TempDir;
+
+fn snapshot(db: &Path, dest: &Path) -> std::process::Output {
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(db)
+        .arg("--dest")
+        .arg(dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "snapshot failed: {}", stderr(&out));
+    out
+}
+
+fn round_trip(journal_mode: &str) {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    let dest = dir.path().join("backups");
+    make_db(&db, journal_mode, 3000);
+    let before = sqlite(&db, "SELECT count(*), sum(length(payload)) FROM t");
+
+    let out = snapshot(&db, &dest);
+    assert!(
+        stdout(&out).is_empty(),
+        "snapshot is quiet on success: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).is_empty(),
+        "snapshot is quiet on success: {}",
+        stderr(&out)
+    );
+
+    // Never leaves -wal/-shm/-journal files that were not there.
+    let leftovers: Vec<String> = files_under(dir.path())
+        .into_iter()
+        .filter(|f| f.starts_with("app.db"))
+        .collect();
+    assert_eq!(leftovers, vec!["app.db"]);
+
+    let snaps = snapshot_files(&dest);
+    assert_eq!(snaps.len(), 1);
+    let file = snaps[0].file_name().unwrap().to_str().unwrap();
+    assert!(
+        file.starts_with("app-") && file.ends_with("Z.sqlite3.gz"),
+        "{file}"
+    );
+    assert_eq!(snaps[0].parent().unwrap(), dest.join("app"));
+
+    // Plain gzip restores it, and sqlite3 is happy with the result.
+    let plain = dir.path().join("plain.db");
+    gunzip_to(&snaps[0], &plain);
+    assert_eq!(sqlite(&plain, "PRAGMA integrity_check"), "ok");
+    assert_eq!(
+        sqlite(&plain, "SELECT count(*), sum(length(payload)) FROM t"),
+        before
+    );
+    assert_eq!(sqlite(&plain, "PRAGMA journal_mode"), journal_mode);
+
+    // sqlbak restores it too.
+    let restored = dir.path().join("restored.db");
+    let out = sqlbak()
+        .args(["restore", "--dest"])
+        .arg(&dest)
+        .args(["--name", "app", "-o"])
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("app/app-"),
+        "names the snapshot: {}",
+        stdout(&out)
+    );
+    assert_eq!(
+        sqlite(&restored, "SELECT count(*), sum(length(payload)) FROM t"),
+        before
+    );
+    assert_eq!(fs::read(&restored).unwrap(), fs::read(&plain).unwrap());
+}
+
+#[test]
+fn round_trip_wal() {
+    round_trip("wal");
+}
+
+#[test]
+fn round_trip_rollback_journal() {
+    round_trip("delete");
+}
+
+#[test]
+fn files_and_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    let dest = dir.path().join("backups");
+    make_db(&db, "wal", 10);
+    snapshot(&db, &dest);
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dest), 0o700);
+    assert_eq!(mode(&dest.join("app")), 0o700);
+    assert_eq!(mode(&snapshot_files(&dest)[0]), 0o600);
+}
+
+#[test]
+fn list_json_and_table() {
+    let dir = TempDir::new().unwrap();
+    let dest = dir.path().join("backups");
+    for name in ["app", "other"] {
+        let db = dir.path().join(format!("{name}.db"));
+        make_db(&db, "wal", 10);
+        snapshot(&db, &dest);
+    }
+    // Foreign files and temporaries are never listed.
+    fs::write(dest.join("app").join("notes.txt"), "x").unwrap();
+    fs::write(
+        dest.join("app")
+            .join(".app-20200101T000000Z.sqlite3.gz.tmp-h-1-abc"),
+        "x",
+    )
+    .unwrap();
+
+    let out = sqlbak()
+        .args(["list", "--json", "--dest"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let items = json(&out);
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    for item in items {
+        let name = item["name"].as_str().unwrap();
+        let time = item["time"].as_str().unwrap();
+        assert!(time.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(time).is_ok());
+        assert!(
+            item["key"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{name}/{name}-"))
+        );
+        assert!(item["size"].as_u64().unwrap() > 0);
+        assert_eq!(item["encrypted"], false);
+    }
+    let out = sqlbak()
+        .args(["list", "--name", "other", "--dest"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let table = stdout(&out);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(
+        table.contains("other") && !table.contains("app "),
+        "{table}"
+    );
+}
+
+/// Copies one real snapshot under keys with chosen times, each holding a marker row.
+fn timeline(dir: &Path, dest: &Path, stamps: &[&str]) {
+    let db = dir.join("app.db");
+    make_db(&db, "wal", 5);
+    sqlite(&db, "CREATE TABLE marker(stamp TEXT)");
+    for stamp in stamps {
+        sqlite(
+            &db,
+            &format!("DELETE FROM marker; INSERT INTO marker VALUES ('{stamp}')"),
+        );
+        snapshot(&db, dest);
+        let newest = snapshot_files(dest)
+            .into_iter()
+            .find(|p| !p.to_str().unwrap().contains("-20240"))
+            .unwrap();
+        fs::rename(
+            &newest,
+            dest.join("app").join(format!("app-{stamp}.sqlite3.gz")),
+        )
+        .unwrap();
+    }
+}
+
+fn restore_at(dest: &Path, at: Option<&str>, out_path: &Path) -> std::process::Output {
+    let mut cmd = sqlbak();
+    cmd.args(["restore", "--name", "app", "--dest"])
+        .arg(dest)
+        .arg("-o")
+        .arg(out_path);
+    if let Some(at) = at {
+        cmd.args(["--at", at]);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn restore_by_time_picks_newest_at_or_before() {
+    let dir = TempDir::new().unwrap();
+    let dest = dir.path().join("backups");
+    timeline(
+        dir.path(),
+        &dest,
+        &[
+            "20240101T000000Z",
+            "20240101T120000Z",
+            "20240102T000000Z",
+            "20240105T083000Z",
+        ],
+    );
+    let cases = [
+        (Some("2024-01-01"), "20240101T000000Z"),
+        (Some("2024-01-01T11:59:59Z"), "20240101T000000Z"),
+        (Some("2024-01-01 12:00"), "20240101T120000Z"),
+        (Some("2024-01-01T14:00:00+02:00"), "20240101T120000Z"),
+        (Some("2024-01-04"), "20240102T000000Z"),
+        (Some("1h ago"), "20240105T083000Z"),
+        (None, "20240105T083000Z"),
+    ];
+    for (i, (at, want)) in cases.iter().enumerate() {
+        let out_path = dir.path().join(format!("r{i}.db"));
+        let out = restore_at(&dest, *at, &out_path);
+        assert!(out.status.success(), "--at {at:?}: {}", stderr(&out));
+        assert_eq!(
+            sqlite(&out_path, "SELECT stamp FROM marker"),
+            *want,
+            "--at {at:?}"
+        );
+        assert!(
+            stdout(&out).contains(want),
+            "prints the chosen snapshot: {}",
+            stdout(&out)
+        );
+    }
+    // Before the first snapshot: nothing to restore, exit 3, no file.
+    let out_path = dir.path().join("none.db");
+    let out = restore_at(&dest, Some("2023-12-31T23:59:59Z"), &out_path);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("oldest is from 2024-01-01T00:00:00Z"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out_path.exists());
+    // Nonsense time: usage error, exit 2.
+    let out = restore_at(&dest, Some("last tuesday"), &out_path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
+}
+
+#[test]
+fn restore_never_clobbers_without_force() {
+    let dir = TempDir::new().unwrap();
+    let dest = dir.path().join("backups");
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 50);
+    snapshot(&db, &dest);
+
+    let target = dir.path().join("live.db");
+    make_db(&target, "delete", 7);
+    let original = fs::read(&target).unwrap();
+    let out = restore_at(&dest, None, &target);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert_eq!(fs::read(&target).unwrap(), original, "untouched");
+
+    // A -wal beside a missing database still counts as a live database.
+    let ghost = dir.path().join("ghost.db");
+    fs::write(dir.path().join("ghost.db-wal"), b"x").unwrap();
+    let out = restore_at(&dest, None, &ghost);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!ghost.exists());
+
+    // --force replaces the file and removes the old database's -wal/-shm.
+    fs::write(dir.path().join("live.db-wal"), b"stale wal").unwrap();
+    fs::write(dir.path().join("live.db-shm"), b"stale shm").unwrap();
+    let out = sqlbak()
+        .args(["restore", "--force", "--name", "app", "--dest"])
+        .arg(&dest)
+        .arg("-o")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sqlite(&target, "SELECT count(*) FROM t"), "50");
+    assert!(!dir.path().join("live.db-shm").exists() || sqlite(&target, "SELECT 1") == "1");
+    let strays: Vec<String> = files_under(dir.path())
+        .into_iter()
+        .filter(|f| f.contains("sqlbak") || f.contains("stale"))
+        .collect();
+    assert!(strays.is_empty(), "{strays:?}");
+}
+
+#[test]
+fn two_snapshots_in_one_second_get_distinct_keys() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    let dest = dir.path().join("backups");
+    make_db(&db, "wal", 10);
+    for _ in 0..3 {
+        snapshot(&db, &dest);
+    }
+    assert_eq!(snapshot_files(&dest).len(), 3);
+}
+
+#[test]
+fn verify_good_and_corrupt_snapshots() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    let dest = dir.path().join("backups");
+    make_db(&db, "wal", 2000);
+    snapshot(&db, &dest);
+    let out = sqlbak()
+        .args(["verify", "--json", "--dest"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v[0]["ok"], true);
+    assert_eq!(v[0]["sha256"].as_str().unwrap().len(), 64);
+
+    // Flip a byte in the middle of the compressed data.
+    let snap = &snapshot_files(&dest)[0];
+    let mut bytes = fs::read(snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(snap, &bytes).unwrap();
+    let out = sqlbak()
+        .args(["verify", "--dest"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("FAILED"), "{}", stdout(&out));
+
+    // Restore of a corrupt snapshot leaves no output and no temporary.
+    let target = dir.path().join("out").join("r.db");
+    fs::create_dir(dir.path().join("out")).unwrap();
+    let out = restore_at(&dest, None, &target);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    assert!(files_under(&dir.path().join("out")).is_empty());
+}
+
+#[test]
+fn truncated_snapshots_are_rejected_at_every_cut() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    let dest = dir.path().join("backups");
+    make_db(&db, "delete", 2000);
+    snapshot(&db, &dest);
+    let snap = snapshot_files(&dest)[0].clone();
+    let full = fs::read(&snap).unwrap();
+    for cut in [0, 10, full.len() / 3, full.len() - 40, full.len() - 1] {
+        fs::write(&snap, &full[..cut]).unwrap();
+        let target = dir.path().join("r.db");
+        let out = restore_at(&dest, None, &target);
+        assert_eq!(out.status.code(), Some(1), "cut at {cut}: {}", stderr(&out));
+        assert!(!target.exists(), "cut at {cut}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("truncated") || err.contains("empty") || err.contains("corrupt"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn bad_sources_fail_clearly_and_create_nothing() {
+    let dir = TempDir::new().unwrap();
+    let dest = dir.path().join("backups");
+    let missing = dir.path().join("missing.db");
+    let text = dir.path().join("notes.db");
+    fs::write(&text, "hello, this is not a database at all").unwrap();
+    let empty = dir.path().join("empty.db");
+    fs::write(&empty, "").unwrap();
+    for (path, needle) in [
+        (&missing, "does not exist"),
+        (&text, "not a SQLite database"),
+        (&empty, "empty"),
+        (&dir.path().to_path_buf(), "not a regular file"),
+    ] {
+        let out = sqlbak()
+            .args(["snapshot", "--name", "x", "--db"])
+            .arg(path)
+            .arg("--dest")
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", path.display());
+        assert!(
+            stderr(&out).contains(needle),
+            "{}: {}",
+            path.display(),
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"));
+    }
+    assert!(!missing.exists(), "never creates the source");
+    assert!(snapshot_files(&dest).is_empty());
+}
+
+#[test]
+fn unwritable_destination_fails_clearly() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 10);
+    let file = dir.path().join("a-file");
+    fs::write(&file, "x").unwrap();
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(file.join("sub"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("Not a directory"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_destination_and_usage_errors() {
+    let dir = TempDir::new().unwrap();
+    let out = sqlbak()
+        .args(["list", "--dest"])
+        .arg(dir.path().join("nope"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    let out = sqlbak()
+        .args(["snapshot", "--db", "x.db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--dest"), "{}", stderr(&out));
+    let out = sqlbak().args(["snapshot"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = sqlbak()
+        .args(["list", "--dest", "ftp://host/x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown scheme"), "{}", stderr(&out));
+    let out = sqlbak()
+        .args(["snapshot", "--db", "x.db", "--dest", "d", "--level", "12"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn file_url_destination() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 10);
+    let dest = dir.path().join("b");
+    let url = format!("file://{}", dest.display());
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .args(["--dest", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(snapshot_files(&dest).len(), 1);
+}
+
+#[test]
+fn vacuum_method_round_trip() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    let dest = dir.path().join("backups");
+    make_db(&db, "wal", 500);
+    sqlite(&db, "DELETE FROM t WHERE id % 2 = 0");
+    let out = sqlbak()
+        .args(["snapshot", "--method", "vacuum", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain = dir.path().join("plain.db");
+    gunzip_to(&snapshot_files(&dest)[0], &plain);
+    assert_eq!(sqlite(&plain, "SELECT count(*) FROM t"), "250");
+    assert_eq!(sqlite(&plain, "PRAGMA integrity_check"), "ok");
+}

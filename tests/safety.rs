@@ -1,0 +1,411 @@
+//! Snapshots under load, beside other connections, killed midway, and on full disks.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Kills and reaps a child process when dropped, so no test leaves one behind.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `sqlite3` process committing one row to `t` and its twin to `u` per transaction,
+/// as fast as it can, for as long as it lives.
+fn start_writer(db: &Path, dir: &Path) -> Reaper {
+    let script = dir.join("writer.sql");
+    let mut f = fs::File::create(&script).unwrap();
+    writeln!(f, ".timeout 20000").unwrap();
+    for i in 0..200_000 {
+        writeln!(
+            f,
+            "BEGIN IMMEDIATE; INSERT INTO t(payload) VALUES ('w{i} ' || hex(randomblob(64))); INSERT INTO u(t_id) VALUES (last_insert_rowid()); COMMIT;"
+        )
+        .unwrap();
+    }
+    drop(f);
+    let child = Command::new("sqlite3")
+        .arg(db)
+        .stdin(fs::File::open(&script).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sqlite3 must be installed");
+    Reaper(child)
+}
+
+fn count(db: &Path) -> u64 {
+    let out = Command::new("sqlite3")
+        .args(["-cmd", ".timeout 20000"])
+        .arg(db)
+        .arg("SELECT count(*) FROM t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn consistent_under_writes(mode: &str) {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    let dest = dir.path().join("backups");
+    make_db(&db, mode, 20_000);
+    let _writer = start_writer(&db, dir.path());
+    let start = count(&db);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&db) < start + 50 {
+        assert!(Instant::now() < deadline, "the writer made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut restored_counts = Vec::new();
+    for i in 0..4 {
+        let before = count(&db);
+        let out = sqlbak()
+            .args(["snapshot", "--busy-timeout", "20s", "--db"])
+            .arg(&db)
+            .arg("--dest")
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "snapshot {i} under load: {}",
+            stderr(&out)
+        );
+        let after = count(&db);
+        let restored = dir.path().join(format!("r{i}.db"));
+        let out = sqlbak()
+            .args(["restore", "--name", "app", "--dest"])
+            .arg(&dest)
+            .arg("-o")
+            .arg(&restored)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(sqlite(&restored, "PRAGMA integrity_check"), "ok");
+        // The two tables are written in one transaction: a consistent image has the same ids.
+        assert_eq!(
+            sqlite(
+                &restored,
+                "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM u),
+                        (SELECT count(*) FROM t WHERE id NOT IN (SELECT t_id FROM u))"
+            ),
+            {
+                let n = sqlite(&restored, "SELECT count(*) FROM t");
+                format!("{n}|{n}|0")
+            }
+        );
+        let n: u64 = sqlite(&restored, "SELECT count(*) FROM t").parse().unwrap();
+        assert!(
+            n >= before && n <= after,
+            "image count {n} outside [{before}, {after}]"
+        );
+        restored_counts.push(n);
+    }
+    assert!(
+        restored_counts.windows(2).all(|w| w[0] < w[1]),
+        "the writer kept committing between snapshots: {restored_counts:?}"
+    );
+}
+
+#[test]
+fn consistent_while_another_process_writes_wal() {
+    consistent_under_writes("wal");
+}
+
+#[test]
+fn consistent_while_another_process_writes_rollback_journal() {
+    consistent_under_writes("delete");
+}
+
+fn sha(path: &Path) -> Vec<u8> {
+    fs::read(path).unwrap()
+}
+
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", db.display()))
+}
+
+/// A database left as a crashed writer (or a replicator that owns checkpointing) leaves
+/// it: frames in the -wal that nobody has checkpointed. sqlbak, as the only connection,
+/// must read them but never checkpoint, truncate or delete anything.
+#[test]
+fn never_checkpoints_or_touches_wal_files() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 1000);
+    let mut writer = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let stdin = writer.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "PRAGMA wal_autocheckpoint=0; INSERT INTO t(payload) SELECT 'in-wal' FROM generate_series(1, 500); SELECT 'done';"
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+    }
+    let mut lines = BufReader::new(writer.stdout.as_mut().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().trim() == "done"));
+    writer.kill().unwrap(); // a crash: no checkpoint, -wal and -shm stay
+    writer.wait().unwrap();
+
+    let wal = sidecar(&db, "-wal");
+    let shm = sidecar(&db, "-shm");
+    assert!(
+        fs::metadata(&wal).unwrap().len() > 0,
+        "the crash left frames in the WAL"
+    );
+    let (db_before, wal_before) = (sha(&db), sha(&wal));
+    let dest = dir.path().join("backups");
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        sha(&db),
+        db_before,
+        "the database file was not written (no checkpoint)"
+    );
+    assert_eq!(
+        sha(&wal),
+        wal_before,
+        "the WAL was not checkpointed, truncated or reset"
+    );
+    assert!(shm.exists(), "-shm is still there");
+
+    let plain = dir.path().join("plain.db");
+    gunzip_to(&snapshot_files(&dest)[0], &plain);
+    assert_eq!(
+        sqlite(&plain, "SELECT count(*) FROM t WHERE payload = 'in-wal'"),
+        "500"
+    );
+}
+
+/// While another connection has the database open, the -wal/-shm files are its own
+/// and must be left alone, even those sqlbak's open would otherwise have created.
+#[test]
+fn leaves_sidecars_of_an_open_database_alone() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 10);
+    let mut holder = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let stdin = holder.stdin.as_mut().unwrap();
+        writeln!(stdin, "SELECT count(*) FROM t;").unwrap();
+        stdin.flush().unwrap();
+    }
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let holder = Reaper(holder);
+    assert!(sidecar(&db, "-wal").exists() && sidecar(&db, "-shm").exists());
+    let dest = dir.path().join("backups");
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sidecar(&db, "-wal").exists() && sidecar(&db, "-shm").exists());
+    drop(holder);
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sigkill_mid_snapshot_leaves_nothing_listed_and_next_run_cleans_up() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("big.db");
+    let dest = dir.path().join("backups");
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    sqlite(
+        &db,
+        "CREATE TABLE t(b BLOB); INSERT INTO t SELECT randomblob(4000) FROM generate_series(1, 20000);",
+    );
+    let bin = assert_cmd::cargo::cargo_bin("sqlbak");
+    let run = || {
+        Command::new(&bin)
+            .args(["snapshot", "--jobs", "1", "--db"])
+            .arg(&db)
+            .arg("--dest")
+            .arg(&dest)
+            .arg("--tmp-dir")
+            .arg(&tmp)
+            .env_remove("SQLBAK_CONFIG")
+            .spawn()
+            .unwrap()
+    };
+    let mut child = run();
+    let name_dir = dest.join("big");
+    wait_for("the upload to start", Duration::from_secs(60), || {
+        files_under(&name_dir).iter().any(|f| f.contains(".tmp-"))
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let out = sqlbak()
+        .args(["list", "--json", "--dest"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        json(&out),
+        serde_json::json!([]),
+        "nothing partial is listed"
+    );
+    assert!(
+        !files_under(&dest).is_empty(),
+        "the killed run left its temporary"
+    );
+    assert!(
+        !files_under(&tmp).is_empty(),
+        "the killed run left its capture"
+    );
+
+    let status = run().wait().unwrap();
+    assert!(status.success());
+    let left: Vec<String> = files_under(&dest);
+    assert_eq!(left.len(), 1, "stale temporaries removed: {left:?}");
+    assert!(left[0].ends_with(".sqlite3.gz"));
+    assert!(
+        files_under(&tmp).is_empty(),
+        "stale capture removed: {:?}",
+        files_under(&tmp)
+    );
+}
+
+/// A small tmpfs, unmounted on drop. Needs root (as CI runs); elsewhere the tests that use
+/// it say so and stop.
+struct TinyFs {
+    path: PathBuf,
+}
+
+impl TinyFs {
+    fn mount(path: PathBuf, size: &str) -> Option<TinyFs> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("not root: cannot mount a tmpfs to test a full disk");
+            return None;
+        }
+        fs::create_dir_all(&path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs failed");
+        Some(TinyFs { path })
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn full_disks_fail_cleanly() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t(b BLOB); INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 4000);",
+    );
+    let Some(small) = TinyFs::mount(dir.path().join("small"), "1m") else {
+        return;
+    };
+    // Destination full.
+    let dest = small.path.join("backups");
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    assert!(snapshot_files(&dest).is_empty());
+    assert_eq!(
+        files_under(&small.path),
+        Vec::<String>::new(),
+        "no partial file left"
+    );
+
+    // Temporary directory full.
+    let good_dest = dir.path().join("backups");
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&good_dest)
+        .arg("--tmp-dir")
+        .arg(&small.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("full"), "{}", stderr(&out));
+    assert_eq!(files_under(&small.path), Vec::<String>::new());
+
+    // Restore onto a full disk: no output, no temporary.
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&good_dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = small.path.join("restored.db");
+    let out = sqlbak()
+        .args(["restore", "--name", "app", "--dest"])
+        .arg(&good_dest)
+        .arg("-o")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    assert_eq!(files_under(&small.path), Vec::<String>::new());
+}
