@@ -47,6 +47,9 @@ pub fn nothing(message: impl Into<String>) -> Exit {
 
 /// The exit code for an error, looking through any context added on the way up.
 pub fn code_of(err: &anyhow::Error) -> i32 {
+    if let Some(e) = err.downcast_ref::<Exit>() {
+        return e.code;
+    }
     err.chain()
         .find_map(|e| e.downcast_ref::<Exit>())
         .map_or(FAILURE, |e| e.code)

@@ -34,13 +34,9 @@ fn main() {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = match &cli.global.config {
-        Some(path) => Some(ConfigFile::load(path).map_err(|e| {
-            if exit::code_of(&e) == exit::FAILURE {
-                e.context(exit::usage("cannot load the config file"))
-            } else {
-                e
-            }
-        })?),
+        Some(path) => Some(
+            ConfigFile::load(path).map_err(|e| anyhow::Error::new(exit::usage(format!("{e:#}"))))?,
+        ),
         None => None,
     };
     let json = match &cli.command {
