@@ -14,11 +14,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// How the image is taken.
@@ -67,6 +68,9 @@ pub struct Image {
     pub page_size: u32,
     /// SQLite page count.
     pub page_count: u32,
+    /// Lowercase hex sha256 of the image, known before it is stored so that backends can
+    /// record it up front.
+    pub sha256: String,
 }
 
 /// Why a capture failed, phrased for the operator.
@@ -94,6 +98,17 @@ pub enum CaptureError {
         /// The timeout, for the message.
         timeout: String,
     },
+    /// A crashed writer left a hot journal; rolling it back means writing the database,
+    /// which sqlbak never does.
+    #[error(
+        "{0} has a hot journal left by a writer that crashed mid-transaction, and sqlbak (read-only) cannot roll it back; open the database once with the application or `sqlite3 DB 'PRAGMA quick_check'` to recover it, then retry"
+    )]
+    HotJournal(PathBuf),
+    /// The WAL index needs rebuilding and the read-only connection may not write it.
+    #[error(
+        "{0} needs WAL recovery, which a read-only connection cannot do here; open the database once with the application (or sqlite3) to recover it, then retry"
+    )]
+    NeedsRecovery(PathBuf),
     /// Anything SQLite reported.
     #[error("cannot read {path}")]
     Sqlite {
@@ -114,6 +129,8 @@ pub enum CaptureError {
     },
 }
 
+const SQLITE_READONLY_RECOVERY: std::ffi::c_int = 8 | (1 << 8);
+const SQLITE_READONLY_ROLLBACK: std::ffi::c_int = 8 | (3 << 8);
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const PAGES_PER_STEP: i32 = 4096;
 const CAPTURE_DIR_PREFIX: &str = "sqlbak-capture-";
@@ -195,7 +212,12 @@ pub fn capture(
         context: format!("cannot read {}", image_path.display()),
         source: e,
     })?;
+    let sha256 = crate::codec::sha256_file(&image_path).map_err(|e| CaptureError::Io {
+        context: format!("cannot read {}", image_path.display()),
+        source: e,
+    })?;
     Ok(Image {
+        sha256,
         _dir: dir,
         path: image_path,
         taken_at,
@@ -212,9 +234,10 @@ fn copy_image(
     progress: &dyn Fn(u64, u64),
 ) -> rusqlite::Result<DateTime<Utc>> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let src = Connection::open_with_flags(source, flags)?;
+    let mut src = Connection::open_with_flags(source, flags)?;
     src.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-    src.busy_timeout(opts.busy_timeout)?;
+    BUSY_DEADLINE.with(|d| d.set(Instant::now() + opts.busy_timeout));
+    src.busy_handler(Some(retry_until_deadline))?;
 
     let taken_at = match opts.method {
         Method::Vacuum => {
@@ -257,6 +280,23 @@ fn copy_image(
     Ok(taken_at)
 }
 
+thread_local! {
+    /// When the current thread's capture stops waiting for locks.
+    static BUSY_DEADLINE: Cell<Instant> = Cell::new(Instant::now());
+}
+
+/// Retries a lock every millisecond until the deadline. SQLite's own busy handler backs off
+/// to 100 ms sleeps, and in rollback-journal mode a busy writer then wins nearly every
+/// race for the lock, so a reader can wait for seconds; polling finds the short gaps
+/// between its transactions.
+fn retry_until_deadline(_attempt: i32) -> bool {
+    if BUSY_DEADLINE.with(|d| Instant::now() >= d.get()) {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
+}
+
 fn classify(e: rusqlite::Error, source: &Path, opts: &CaptureOptions) -> CaptureError {
     use rusqlite::ErrorCode;
     if let rusqlite::Error::SqliteFailure(f, _) = &e {
@@ -268,6 +308,12 @@ fn classify(e: rusqlite::Error, source: &Path, opts: &CaptureOptions) -> Capture
                 };
             }
             ErrorCode::NotADatabase => return CaptureError::NotSqlite(source.into()),
+            ErrorCode::ReadOnly if f.extended_code == SQLITE_READONLY_ROLLBACK => {
+                return CaptureError::HotJournal(source.into());
+            }
+            ErrorCode::ReadOnly if f.extended_code == SQLITE_READONLY_RECOVERY => {
+                return CaptureError::NeedsRecovery(source.into());
+            }
             ErrorCode::DiskFull => {
                 return CaptureError::Io {
                     context: format!(

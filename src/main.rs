@@ -35,7 +35,8 @@ fn main() {
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = match &cli.global.config {
         Some(path) => Some(
-            ConfigFile::load(path).map_err(|e| anyhow::Error::new(exit::usage(format!("{e:#}"))))?,
+            ConfigFile::load(path)
+                .map_err(|e| anyhow::Error::new(exit::usage(format!("{e:#}"))))?,
         ),
         None => None,
     };

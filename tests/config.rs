@@ -38,7 +38,12 @@ fn snapshot_every_configured_database_and_read_back() {
     let taken = json(&out);
     assert_eq!(taken.as_array().unwrap().len(), 2);
     assert_eq!(snapshot_files(&main_dest).len(), 1);
-    assert!(snapshot_files(&main_dest)[0].to_str().unwrap().contains("/main-app/main-app-"));
+    assert!(
+        snapshot_files(&main_dest)[0]
+            .to_str()
+            .unwrap()
+            .contains("/main-app/main-app-")
+    );
     assert_eq!(snapshot_files(&other_dest).len(), 1);
 
     // --name picks one configured database.
@@ -53,14 +58,28 @@ fn snapshot_every_configured_database_and_read_back() {
     assert_eq!(snapshot_files(&main_dest).len(), 1);
 
     // list without --dest reads every configured destination.
-    let out = sqlbak().arg("--config").arg(&config).args(["list", "--json"]).output().unwrap();
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out).as_array().unwrap().len(), 3);
 
     // restore by name finds the destination and refuses to clobber the live database.
-    let out = sqlbak().arg("--config").arg(&config).args(["restore", "--name", "main-app"]).output().unwrap();
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .args(["restore", "--name", "main-app"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("refusing to overwrite"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refusing to overwrite"),
+        "{}",
+        stderr(&out)
+    );
     let target = dir.path().join("copy.db");
     let out = sqlbak()
         .arg("--config")
@@ -73,7 +92,12 @@ fn snapshot_every_configured_database_and_read_back() {
     assert_eq!(sqlite(&target, "SELECT count(*) FROM t"), "20");
 
     // verify walks every destination.
-    let out = sqlbak().arg("--config").arg(&config).args(["verify", "--all", "--json"]).output().unwrap();
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .args(["verify", "--all", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out).as_array().unwrap().len(), 3);
 }
@@ -82,11 +106,23 @@ fn snapshot_every_configured_database_and_read_back() {
 fn unknown_keys_are_rejected_with_the_key_and_file() {
     let dir = TempDir::new().unwrap();
     let config = dir.path().join("sqlbak.toml");
-    fs::write(&config, "dest = \"/tmp/x\"\n[[databases]]\npath = \"/a.db\"\ndset = \"/typo\"\n").unwrap();
-    let out = sqlbak().arg("--config").arg(&config).arg("snapshot").output().unwrap();
+    fs::write(
+        &config,
+        "dest = \"/tmp/x\"\n[[databases]]\npath = \"/a.db\"\ndset = \"/typo\"\n",
+    )
+    .unwrap();
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshot")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("`dset`") && err.contains(&config.display().to_string()), "{err}");
+    assert!(
+        err.contains("`dset`") && err.contains(&config.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -102,11 +138,21 @@ fn missing_or_broken_config_is_a_usage_error() {
     assert!(stderr(&out).contains("nope.toml"), "{}", stderr(&out));
     let config = dir.path().join("bad.toml");
     fs::write(&config, "level = \"high\"\n").unwrap();
-    let out = sqlbak().arg("--config").arg(&config).arg("snapshot").output().unwrap();
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshot")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let config = dir.path().join("empty.toml");
     fs::write(&config, "dest = \"/tmp\"\n").unwrap();
-    let out = sqlbak().arg("--config").arg(&config).arg("snapshot").output().unwrap();
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshot")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3), "no databases: nothing to do");
 }
 
@@ -126,8 +172,21 @@ fn one_failing_database_does_not_stop_the_others() {
         ),
     )
     .unwrap();
-    let out = sqlbak().arg("--config").arg(&config).arg("snapshot").output().unwrap();
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshot")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("missing.db does not exist"), "{}", stderr(&out));
-    assert_eq!(snapshot_files(&dest).len(), 1, "the good database was still backed up");
+    assert!(
+        stderr(&out).contains("missing.db does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        snapshot_files(&dest).len(),
+        1,
+        "the good database was still backed up"
+    );
 }

@@ -20,7 +20,9 @@ fn pages() -> Vec<(String, Vec<u8>)> {
             .unwrap();
         // clap_mangen separates a flag's help from its value list with `.br` around a blank
         // line, which mandoc flags; one `.sp` says the same.
-        let text = String::from_utf8(buf).unwrap().replace("\n.br\n\n.br\n", "\n.sp\n");
+        let text = String::from_utf8(buf)
+            .unwrap()
+            .replace("\n.br\n\n.br\n", "\n.sp\n");
         pages.push((format!("{name}.1"), text.into_bytes()));
     };
     for sub in root.get_subcommands() {

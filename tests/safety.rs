@@ -21,27 +21,57 @@ impl Drop for Reaper {
 }
 
 /// A `sqlite3` process committing one row to `t` and its twin to `u` per transaction,
-/// as fast as it can, for as long as it lives.
-fn start_writer(db: &Path, dir: &Path) -> Reaper {
-    let script = dir.join("writer.sql");
-    let mut f = fs::File::create(&script).unwrap();
-    writeln!(f, ".timeout 20000").unwrap();
-    for i in 0..200_000 {
-        writeln!(
-            f,
-            "BEGIN IMMEDIATE; INSERT INTO t(payload) VALUES ('w{i} ' || hex(randomblob(64))); INSERT INTO u(t_id) VALUES (last_insert_rowid()); COMMIT;"
-        )
-        .unwrap();
+/// fed about a thousand transactions a second (a busy application, not a saturating
+/// loop that would starve every reader in rollback-journal mode) until dropped.
+struct Writer {
+    feeder: Option<std::thread::JoinHandle<()>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _child: Reaper,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(f) = self.feeder.take() {
+            let _ = f.join();
+        }
     }
-    drop(f);
-    let child = Command::new("sqlite3")
+}
+
+fn start_writer(db: &Path) -> Writer {
+    let mut child = Command::new("sqlite3")
         .arg(db)
-        .stdin(fs::File::open(&script).unwrap())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("sqlite3 must be installed");
-    Reaper(child)
+    let mut stdin = child.stdin.take().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let feeder = std::thread::spawn(move || {
+        let _ = writeln!(stdin, ".timeout 20000");
+        let mut i = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let line = format!(
+                "BEGIN IMMEDIATE; INSERT INTO t(payload) VALUES ('w{i} ' || hex(randomblob(64))); INSERT INTO u(t_id) VALUES (last_insert_rowid()); COMMIT;\n"
+            );
+            if stdin
+                .write_all(line.as_bytes())
+                .and_then(|()| stdin.flush())
+                .is_err()
+            {
+                break;
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    Writer {
+        feeder: Some(feeder),
+        stop,
+        _child: Reaper(child),
+    }
 }
 
 fn count(db: &Path) -> u64 {
@@ -64,7 +94,7 @@ fn consistent_under_writes(mode: &str) {
     let db = dir.path().join("app.db");
     let dest = dir.path().join("backups");
     make_db(&db, mode, 20_000);
-    let _writer = start_writer(&db, dir.path());
+    let _writer = start_writer(&db);
     let start = count(&db);
     let deadline = Instant::now() + Duration::from_secs(20);
     while count(&db) < start + 50 {
@@ -408,4 +438,50 @@ fn full_disks_fail_cleanly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
     assert_eq!(files_under(&small.path), Vec::<String>::new());
+}
+
+/// A writer killed mid-transaction leaves a hot journal. Rolling it back means writing the
+/// database, which sqlbak never does: it says so and how to recover, and touches nothing.
+#[test]
+fn hot_journal_is_a_clear_error_and_untouched() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "delete", 100);
+    let mut writer = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let stdin = writer.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "PRAGMA cache_size=1; BEGIN IMMEDIATE; UPDATE t SET payload = hex(randomblob(200)); SELECT 'done';"
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+    }
+    let mut lines = BufReader::new(writer.stdout.as_mut().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().trim() == "done"));
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let journal = sidecar(&db, "-journal");
+    assert!(journal.exists(), "the crash left a journal");
+    let (db_before, journal_before) = (sha(&db), sha(&journal));
+
+    let dest = dir.path().join("backups");
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("hot journal"), "{}", stderr(&out));
+    assert_eq!(sha(&db), db_before);
+    assert_eq!(sha(&journal), journal_before);
+    assert!(snapshot_files(&dest).is_empty());
 }

@@ -8,7 +8,7 @@ use crate::codec::{self, CompressOptions, ImageMeta};
 use crate::config::Resolved;
 use crate::exit;
 use crate::host;
-use crate::storage::{self, Storage};
+use crate::storage::{self, ObjectMeta, Storage};
 use anyhow::{Context, Result, bail};
 use chrono::{SubsecRound, Utc};
 use std::fs::File;
@@ -196,7 +196,11 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     let stats = (|| -> Result<codec::CompressStats> {
         let input = File::open(&image.path)
             .with_context(|| format!("cannot open the captured image {}", image.path.display()))?;
-        let mut writer = store.create(&key_str)?;
+        let meta = ObjectMeta {
+            image_sha256: image.sha256.clone(),
+            image_size: image.size,
+        };
+        let mut writer = store.create(&key_str, &meta)?;
         let bar = env.ui.bytes(image.size, "compress");
         let stats = codec::compress(
             input,
@@ -218,6 +222,12 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
         )
         .with_context(|| format!("cannot write {key_str} to {}", store.url()))?;
         bar.finish_and_clear();
+        if stats.sha256 != image.sha256 {
+            bail!(
+                "the temporary image {} changed while it was compressed; nothing was stored",
+                image.path.display()
+            );
+        }
         writer.commit()?;
         Ok(stats)
     })()

@@ -5,7 +5,7 @@
 //! place without replacing anything, and the directory is fsynced; listings skip hidden
 //! names, so an interrupted write is never seen. Directories are created 0700.
 
-use super::{ObjectInfo, ObjectWriter, Storage, StorageError};
+use super::{ObjectInfo, ObjectMeta, ObjectWriter, Storage, StorageError};
 use crate::host;
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -164,7 +164,8 @@ impl Storage for LocalStorage {
         Ok(out)
     }
 
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
+    /// The local backend keeps no side metadata: the snapshot's own trailer records it.
+    fn create(&self, key: &str, _meta: &ObjectMeta) -> Result<Box<dyn ObjectWriter>, StorageError> {
         let path = self.path_of(key)?;
         let (Some(dir), Some(file)) = (path.parent(), path.file_name().and_then(|f| f.to_str()))
         else {

@@ -62,6 +62,16 @@ impl StorageError {
     }
 }
 
+/// What a backend may record beside an object: the image it holds, for an end-to-end
+/// check that does not need the object's content (e.g. S3 object metadata).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectMeta {
+    /// Lowercase hex sha256 of the uncompressed database image.
+    pub image_sha256: String,
+    /// Uncompressed image size in bytes.
+    pub image_size: u64,
+}
+
 /// An object being written. Nothing is visible under its key until `commit` returns;
 /// dropping it without committing discards everything written.
 pub trait ObjectWriter: Write + Send {
@@ -75,8 +85,8 @@ pub trait Storage: Send + Sync {
     fn url(&self) -> String;
     /// Every object whose key starts with `prefix` (`""` for all).
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
-    /// Starts writing a new object under `key`.
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError>;
+    /// Starts writing a new object under `key`; `meta` describes the image it will hold.
+    fn create(&self, key: &str, meta: &ObjectMeta) -> Result<Box<dyn ObjectWriter>, StorageError>;
     /// Opens an object for streaming reads.
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError>;
     /// Deletes `keys`, returning each key that could not be deleted and why.
