@@ -57,6 +57,7 @@ pub enum Command {
   sqlbak snapshot --db /var/lib/app/app.db --dest /backups
   sqlbak snapshot --config /etc/sqlbak.toml
   sqlbak snapshot --config /etc/sqlbak.toml --name app    # one configured database
+  sqlbak snapshot --db app.db --dest /backups --age-recipient age1qz...   # encrypted
 
 Crontab (every hour, quiet unless something fails):
   0 * * * *  sqlbak snapshot --config /etc/sqlbak.toml")]
@@ -71,6 +72,7 @@ Crontab (every hour, quiet unless something fails):
   sqlbak restore --dest /backups --name app -o /tmp/app.db                 # newest
   sqlbak restore --dest /backups --name app --at 2024-01-01 -o /tmp/app.db
   sqlbak restore --dest /backups --name app --at \"2h ago\" -o app.db --force
+  sqlbak restore --dest /backups --name app --age-identity key.txt -o app.db
 
 --at accepts RFC 3339 (2024-01-01T10:00:00Z, +02:00 offsets), a date (midnight UTC),
 \"YYYY-MM-DD HH:MM[:SS]\" (UTC) and relative times (\"2h ago\", \"3days ago\").")]
@@ -131,6 +133,10 @@ pub struct RestoreArgs {
     /// Replace an existing output file (and remove its stale -wal/-shm files).
     #[arg(short, long)]
     pub force: bool,
+    /// age identity file that decrypts encrypted snapshots (age-keygen output or an
+    /// unencrypted SSH private key) [default: age_identity_file from the config].
+    #[arg(long, value_name = "FILE", env = "SQLBAK_AGE_IDENTITY")]
+    pub age_identity: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -148,6 +154,10 @@ pub struct VerifyArgs {
     /// Check every snapshot, not just the newest of each database.
     #[arg(long)]
     pub all: bool,
+    /// age identity file that decrypts encrypted snapshots (age-keygen output or an
+    /// unencrypted SSH private key) [default: age_identity_file from the config].
+    #[arg(long, value_name = "FILE", env = "SQLBAK_AGE_IDENTITY")]
+    pub age_identity: Option<PathBuf>,
     /// Directory for the temporary image [default: $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR")]
     pub tmp_dir: Option<PathBuf>,

@@ -71,10 +71,45 @@ pub struct Options {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = "Compression")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs: Option<u32>,
+
+    /// Encrypt snapshots to this age recipient: an age public key (age1…) or an SSH
+    /// public key (ssh-ed25519 …, ssh-rsa …). Repeat for several recipients.
+    #[arg(
+        long = "age-recipient",
+        value_name = "RECIPIENT",
+        help_heading = "Encryption"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_recipients: Option<Vec<String>>,
+
+    /// Encrypt snapshots to every recipient in this file (one per line, # comments).
+    #[arg(
+        long = "age-recipients-file",
+        value_name = "FILE",
+        help_heading = "Encryption"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_recipients_file: Option<PathBuf>,
+
+    /// Identity file that decrypts snapshots for restore and verify (config only; the
+    /// flag is `--age-identity` on those commands).
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_identity_file: Option<PathBuf>,
 }
 
 /// The keys [`Options`] accepts in TOML; a unit test keeps this in step with the struct.
-pub const OPTION_KEYS: &[&str] = &["dest", "method", "busy_timeout", "tmp_dir", "level", "jobs"];
+pub const OPTION_KEYS: &[&str] = &[
+    "dest",
+    "method",
+    "busy_timeout",
+    "tmp_dir",
+    "level",
+    "jobs",
+    "age_recipients",
+    "age_recipients_file",
+    "age_identity_file",
+];
 
 /// Options with every default applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +126,10 @@ pub struct Resolved {
     pub level: u32,
     /// Compression threads.
     pub jobs: u32,
+    /// age recipients given inline.
+    pub age_recipients: Vec<String>,
+    /// age recipients file.
+    pub age_recipients_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -103,6 +142,18 @@ impl Options {
             tmp_dir: self.tmp_dir.clone().or_else(|| lower.tmp_dir.clone()),
             level: self.level.or(lower.level),
             jobs: self.jobs.or(lower.jobs),
+            age_recipients: self
+                .age_recipients
+                .clone()
+                .or_else(|| lower.age_recipients.clone()),
+            age_recipients_file: self
+                .age_recipients_file
+                .clone()
+                .or_else(|| lower.age_recipients_file.clone()),
+            age_identity_file: self
+                .age_identity_file
+                .clone()
+                .or_else(|| lower.age_identity_file.clone()),
         }
     }
 
@@ -122,6 +173,8 @@ impl Options {
             jobs: self.jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
             }),
+            age_recipients: self.age_recipients.clone().unwrap_or_default(),
+            age_recipients_file: self.age_recipients_file.clone(),
         })
     }
 }
@@ -136,6 +189,18 @@ pub struct DatabaseEntry {
     /// This entry's own options.
     #[serde(flatten)]
     pub options: Options,
+}
+
+impl DatabaseEntry {
+    /// The snapshot name: `name`, else the file stem.
+    pub fn snapshot_name(&self) -> Option<String> {
+        self.name.clone().or_else(|| {
+            self.path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+        })
+    }
 }
 
 /// A parsed config file.
@@ -153,6 +218,13 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
+    /// The entry whose snapshot name (given or derived from its path) is `name`.
+    pub fn entry_named(&self, name: &str) -> Option<&DatabaseEntry> {
+        self.databases
+            .iter()
+            .find(|db| db.snapshot_name().as_deref() == Some(name))
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<ConfigFile> {
         let text = std::fs::read_to_string(path).with_context(|| {
@@ -232,6 +304,9 @@ mod tests {
             tmp_dir: Some("/t".into()),
             level: Some(1),
             jobs: Some(1),
+            age_recipients: Some(vec!["r".into()]),
+            age_recipients_file: Some("/r".into()),
+            age_identity_file: Some("/i".into()),
         };
         let v = serde_json::to_value(&full).unwrap();
         let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();

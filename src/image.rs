@@ -3,6 +3,7 @@
 
 use crate::catalog::Snapshot;
 use crate::codec::{self, DecodeReport};
+use crate::encryption::Identities;
 use crate::storage::Storage;
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags};
@@ -15,24 +16,34 @@ use std::path::Path;
 pub fn fetch(
     storage: &dyn Storage,
     snap: &Snapshot,
+    identities: Option<&Identities>,
     out: &File,
     progress: &dyn Fn(u64),
 ) -> Result<DecodeReport> {
     let key = snap.key.key();
-    if snap.key.encrypted {
-        bail!(
-            "{key} is encrypted with age, and this build cannot decrypt it; decrypt it with \
-`age -d -i KEY {key} | gzip -dc > app.db`"
-        );
-    }
+    let context = || format!("cannot restore {key} from {}", storage.url());
     let reader = storage.open(&key)?;
     let mut writer = BufWriter::with_capacity(1 << 20, out);
-    let report = codec::decompress(reader, &mut writer, progress)
-        .with_context(|| format!("cannot restore {key} from {}", storage.url()))?;
+    let report = if snap.key.encrypted {
+        let Some(ids) = identities else {
+            bail!(missing_identity(&key));
+        };
+        let plain = ids.decrypt(reader).with_context(context)?;
+        codec::decompress(plain, &mut writer, progress).with_context(context)?
+    } else {
+        codec::decompress(reader, &mut writer, progress).with_context(context)?
+    };
     writer.flush().context("cannot write the restored image")?;
     drop(writer);
     out.sync_all().context("cannot fsync the restored image")?;
     Ok(report)
+}
+
+/// The error for an encrypted snapshot and no identity to decrypt it with.
+pub fn missing_identity(key: &str) -> crate::exit::Exit {
+    crate::exit::usage(format!(
+        "{key} is encrypted with age; pass --age-identity FILE (or set SQLBAK_AGE_IDENTITY, or age_identity_file in the config)"
+    ))
 }
 
 /// Proves `path` is a healthy SQLite database: the header's page count agrees with the

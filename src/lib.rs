@@ -11,6 +11,7 @@ pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod encryption;
 pub mod exit;
 pub mod host;
 pub mod image;

@@ -7,11 +7,13 @@ pub mod verify;
 
 use crate::catalog::{self, Snapshot};
 use crate::config::ConfigFile;
+use crate::encryption::Identities;
 use crate::exit;
 use crate::storage::{self, Storage};
 use crate::ui::Ui;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
 
 /// What every command gets besides its own arguments.
 pub struct Env {
@@ -54,6 +56,27 @@ impl Env {
         }
         Ok(dests)
     }
+}
+
+impl Env {
+    /// The identity file for decrypting snapshots of `name`: the flag (or
+    /// SQLBAK_AGE_IDENTITY), else the config entry's `age_identity_file`, else the
+    /// config's top-level one.
+    pub fn identity_file(&self, flag: Option<&Path>, name: Option<&str>) -> Option<PathBuf> {
+        if let Some(f) = flag {
+            return Some(f.to_path_buf());
+        }
+        let cfg = self.config.as_ref()?;
+        let entry = name.and_then(|n| cfg.entry_named(n));
+        entry
+            .and_then(|db| db.options.age_identity_file.clone())
+            .or_else(|| cfg.defaults.age_identity_file.clone())
+    }
+}
+
+/// Loads identities only when an encrypted snapshot needs them.
+pub fn load_identities(file: Option<&Path>) -> Result<Option<Identities>> {
+    file.map(Identities::load).transpose().map_err(Into::into)
 }
 
 /// Opens `dest` and lists its snapshots (of `name` only, when given), oldest first.

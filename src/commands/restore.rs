@@ -91,6 +91,15 @@ pub fn run(env: &Env, args: &RestoreArgs) -> Result<()> {
         )),
     };
     check_output(&output, args.force)?;
+    let identities = if snap.key.encrypted {
+        let file = env.identity_file(args.age_identity.as_deref(), Some(&name));
+        let Some(file) = file else {
+            bail!(image::missing_identity(&snap.key.key()));
+        };
+        super::load_identities(Some(&file))?
+    } else {
+        None
+    };
 
     let dir = output_dir(&output);
     let file_name = output
@@ -109,9 +118,13 @@ pub fn run(env: &Env, args: &RestoreArgs) -> Result<()> {
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
 
     let bar = env.ui.bytes(snap.size, "restore");
-    let report = image::fetch(store.as_ref(), snap, tmp.as_file(), &|n| {
-        bar.set_position(n)
-    })?;
+    let report = image::fetch(
+        store.as_ref(),
+        snap,
+        identities.as_ref(),
+        tmp.as_file(),
+        &|n| bar.set_position(n),
+    )?;
     bar.finish_and_clear();
     image::check_integrity(tmp.path()).with_context(|| {
         format!(

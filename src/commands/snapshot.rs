@@ -6,6 +6,7 @@ use crate::catalog::{self, SnapshotKey};
 use crate::cli::SnapshotArgs;
 use crate::codec::{self, CompressOptions, ImageMeta};
 use crate::config::Resolved;
+use crate::encryption::Recipients;
 use crate::exit;
 use crate::host;
 use crate::storage::{self, ObjectMeta, Storage};
@@ -13,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{SubsecRound, Utc};
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One database to snapshot, with every option resolved.
@@ -24,6 +26,8 @@ pub struct Job {
     pub name: String,
     /// Where and how.
     pub opts: Resolved,
+    /// Who can decrypt the snapshots (empty: not encrypted).
+    pub recipients: Arc<Recipients>,
 }
 
 /// What one successful snapshot produced.
@@ -99,10 +103,12 @@ pub fn plan(env: &Env, args: &SnapshotArgs) -> Result<Vec<Job>> {
         };
         catalog::validate_name(&name).map_err(|e| exit::usage(e.to_string()))?;
         let opts = args.options.over(&defaults).resolve()?;
+        let recipients = recipients_of(&opts)?;
         return Ok(vec![Job {
             path: path.clone(),
             name,
             opts,
+            recipients,
         }]);
     }
     let Some(cfg) = &env.config else {
@@ -132,10 +138,17 @@ pub fn plan(env: &Env, args: &SnapshotArgs) -> Result<Vec<Job>> {
                 opts.dest
             )));
         }
+        let recipients = recipients_of(&opts).map_err(|e| {
+            exit::usage(format!(
+                "config file {}, database {name}: {e:#}",
+                cfg.path.display()
+            ))
+        })?;
         all.push(Job {
             path: db.path.clone(),
             name,
             opts,
+            recipients,
         });
     }
     let jobs: Vec<Job> = all
@@ -150,6 +163,13 @@ pub fn plan(env: &Env, args: &SnapshotArgs) -> Result<Vec<Job>> {
         bail!(exit::nothing(what));
     }
     Ok(jobs)
+}
+
+/// Parses the recipients up front, so a bad one fails before any work is done.
+fn recipients_of(opts: &Resolved) -> Result<Arc<Recipients>> {
+    Recipients::parse(&opts.age_recipients, opts.age_recipients_file.as_deref())
+        .map(Arc::new)
+        .map_err(|e| exit::usage(e.to_string()).into())
 }
 
 /// The snapshot name for a database file: its file stem.
@@ -191,7 +211,7 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     .with_context(what)?;
     bar.finish_and_clear();
 
-    let key = SnapshotKey::new(&job.name, image.taken_at, false);
+    let key = SnapshotKey::new(&job.name, image.taken_at, !job.recipients.is_empty());
     let key_str = key.key();
     let stats = (|| -> Result<codec::CompressStats> {
         let input = File::open(&image.path)
@@ -202,25 +222,30 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
         };
         let mut writer = store.create(&key_str, &meta)?;
         let bar = env.ui.bytes(image.size, "compress");
-        let stats = codec::compress(
-            input,
-            &mut writer,
-            &CompressOptions {
-                level: job.opts.level,
-                jobs: job.opts.jobs as usize,
-                chunk_size: codec::CHUNK_SIZE,
-            },
-            |size, sha256| ImageMeta {
-                size,
-                sha256: sha256.to_string(),
-                page_size: Some(image.page_size),
-                page_count: Some(image.page_count),
-                host: Some(host::hostname()),
-                version: Some(env!("CARGO_PKG_VERSION").to_string()),
-            },
-            &|n| bar.set_position(n),
-        )
-        .with_context(|| format!("cannot write {key_str} to {}", store.url()))?;
+        let opts = CompressOptions {
+            level: job.opts.level,
+            jobs: job.opts.jobs as usize,
+            chunk_size: codec::CHUNK_SIZE,
+        };
+        let trailer = |size, sha256: &str| ImageMeta {
+            size,
+            sha256: sha256.to_string(),
+            page_size: Some(image.page_size),
+            page_count: Some(image.page_count),
+            host: Some(host::hostname()),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        };
+        let progress = |n| bar.set_position(n);
+        let context = || format!("cannot write {key_str} to {}", store.url());
+        let stats = if job.recipients.is_empty() {
+            codec::compress(input, &mut writer, &opts, trailer, &progress).with_context(context)?
+        } else {
+            let mut sealed = job.recipients.encrypt(&mut writer).with_context(context)?;
+            let stats = codec::compress(input, &mut sealed, &opts, trailer, &progress)
+                .with_context(context)?;
+            sealed.finish().with_context(context)?;
+            stats
+        };
         bar.finish_and_clear();
         if stats.sha256 != image.sha256 {
             bail!(

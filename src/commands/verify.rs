@@ -3,6 +3,7 @@
 use super::{Env, list_snapshots, rfc3339};
 use crate::catalog::Snapshot;
 use crate::cli::VerifyArgs;
+use crate::encryption::Identities;
 use crate::exit;
 use crate::image;
 use anyhow::{Result, bail};
@@ -29,6 +30,8 @@ pub fn run(env: &Env, args: &VerifyArgs) -> Result<()> {
     let dests = env.read_dests(args.dest.as_deref())?;
     let tmp_dir = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let mut outcomes = Vec::new();
+    let identity_file = env.identity_file(args.age_identity.as_deref(), args.name.as_deref());
+    let mut identities: Option<Option<Identities>> = None;
     for dest in &dests {
         let (store, snaps) = list_snapshots(dest, args.name.as_deref())?;
         let chosen: Vec<&Snapshot> = if args.all {
@@ -47,7 +50,11 @@ pub fn run(env: &Env, args: &VerifyArgs) -> Result<()> {
                 .collect()
         };
         for snap in chosen {
-            let result = check_one(env, store.as_ref(), snap, &tmp_dir);
+            if snap.key.encrypted && identities.is_none() {
+                identities = Some(super::load_identities(identity_file.as_deref())?);
+            }
+            let ids = identities.as_ref().and_then(Option::as_ref);
+            let result = check_one(env, store.as_ref(), snap, ids, &tmp_dir);
             let mut outcome = Outcome {
                 name: snap.key.name.clone(),
                 key: snap.key.key(),
@@ -100,6 +107,7 @@ fn check_one(
     env: &Env,
     store: &dyn crate::storage::Storage,
     snap: &Snapshot,
+    identities: Option<&Identities>,
     tmp_dir: &Path,
 ) -> Result<crate::codec::DecodeReport> {
     let tmp = tempfile::Builder::new()
@@ -112,7 +120,9 @@ fn check_one(
             )
         })?;
     let bar = env.ui.bytes(snap.size, "verify");
-    let report = image::fetch(store, snap, tmp.as_file(), &|n| bar.set_position(n))?;
+    let report = image::fetch(store, snap, identities, tmp.as_file(), &|n| {
+        bar.set_position(n)
+    })?;
     bar.finish_and_clear();
     image::check_integrity(tmp.path())?;
     Ok(report)
