@@ -2,6 +2,7 @@
 //! completions are all generated from these structs.
 
 use crate::config::Options;
+use crate::retention::RetentionPolicy;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -77,6 +78,16 @@ Crontab (every hour, quiet unless something fails):
 --at accepts RFC 3339 (2024-01-01T10:00:00Z, +02:00 offsets), a date (midnight UTC),
 \"YYYY-MM-DD HH:MM[:SS]\" (UTC) and relative times (\"2h ago\", \"3days ago\").")]
     Restore(RestoreArgs),
+    /// Delete old snapshots by a retention policy (restic's --keep-* rules).
+    #[command(after_help = "Examples:
+  sqlbak prune --dest /backups --name app --keep-last 3 --keep-daily 7 --keep-weekly 4 --dry-run
+  sqlbak prune --config /etc/sqlbak.toml         # each database with its own [retention]
+
+Rules are ORed (a snapshot is kept if any rule keeps it) and mean what they mean in
+restic's forget: --keep-daily 7 keeps the newest snapshot of each of the 7 most recent
+days (UTC) that have snapshots; --keep-within is measured from the newest snapshot.
+The newest snapshot is always kept; a policy with no rule is an error.")]
+    Prune(PruneArgs),
     /// Check snapshots: read, decompress, compare checksums, run PRAGMA integrity_check.
     #[command(after_help = "Examples:
   sqlbak verify --dest /backups               # the newest snapshot of each database
@@ -99,6 +110,32 @@ pub struct SnapshotArgs {
     /// Destination, capture and compression options (override the config file).
     #[command(flatten)]
     pub options: Options,
+    /// Prune after a successful snapshot with these rules (layered over the config's).
+    #[command(
+        flatten,
+        next_help_heading = "Retention (prune after a successful snapshot)"
+    )]
+    pub keep: RetentionPolicy,
+}
+
+/// `sqlbak prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Where snapshots are: a directory path or file:///path [default: from the config].
+    #[arg(short, long, value_name = "DEST")]
+    pub dest: Option<String>,
+    /// Only this database.
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// Show what would be kept and removed; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON array with every snapshot's verdict.
+    #[arg(long)]
+    pub json: bool,
+    /// Retention rules (layered over the config's [retention]).
+    #[command(flatten, next_help_heading = "Retention")]
+    pub keep: RetentionPolicy,
 }
 
 /// `sqlbak list`.

@@ -5,6 +5,7 @@
 //! file, because a typo must never silently disable part of a backup.
 
 use crate::capture::Method;
+use crate::retention::RetentionPolicy;
 use crate::timespec;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,12 @@ pub struct Options {
     #[arg(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_identity_file: Option<PathBuf>,
+
+    /// Which snapshots `prune` (and `snapshot`, after a success) keeps: a `[retention]`
+    /// table (config only; the flags are `--keep-*`). Rules are layered field by field.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPolicy>,
 }
 
 /// The keys [`Options`] accepts in TOML; a unit test keeps this in step with the struct.
@@ -109,6 +116,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "age_recipients",
     "age_recipients_file",
     "age_identity_file",
+    "retention",
 ];
 
 /// Options with every default applied.
@@ -130,6 +138,8 @@ pub struct Resolved {
     pub age_recipients: Vec<String>,
     /// age recipients file.
     pub age_recipients_file: Option<PathBuf>,
+    /// Retention policy (possibly without rules: then nothing is pruned).
+    pub retention: RetentionPolicy,
 }
 
 impl Options {
@@ -154,6 +164,10 @@ impl Options {
                 .age_identity_file
                 .clone()
                 .or_else(|| lower.age_identity_file.clone()),
+            retention: match (&self.retention, &lower.retention) {
+                (Some(a), Some(b)) => Some(a.clone().or(b.clone())),
+                (a, b) => a.clone().or_else(|| b.clone()),
+            },
         }
     }
 
@@ -175,6 +189,7 @@ impl Options {
             }),
             age_recipients: self.age_recipients.clone().unwrap_or_default(),
             age_recipients_file: self.age_recipients_file.clone(),
+            retention: self.retention.clone().unwrap_or_default(),
         })
     }
 }
@@ -307,6 +322,7 @@ mod tests {
             age_recipients: Some(vec!["r".into()]),
             age_recipients_file: Some("/r".into()),
             age_identity_file: Some("/i".into()),
+            retention: Some(RetentionPolicy::default()),
         };
         let v = serde_json::to_value(&full).unwrap();
         let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
@@ -360,6 +376,41 @@ method = "vacuum"
                 .unwrap()
                 .level,
             1
+        );
+    }
+
+    #[test]
+    fn retention_tables_layer_field_by_field() {
+        let cfg = parse(
+            r#"
+[retention]
+keep_last = 3
+keep_daily = 7
+[[databases]]
+path = "/a.db"
+[databases.retention]
+keep_daily = 30
+keep_within = "2weeks"
+"#,
+        )
+        .unwrap();
+        let r = cfg.databases[0]
+            .options
+            .over(&cfg.defaults)
+            .retention
+            .unwrap();
+        assert_eq!(r.keep_last, Some(3));
+        assert_eq!(r.keep_daily, Some(30));
+        assert_eq!(
+            r.keep_within.map(|d| *d),
+            Some(Duration::from_secs(14 * 86400))
+        );
+        let err = parse("[retention]\nkeep_dayly = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keep_dayly") && err.contains("/etc/sqlbak.toml"),
+            "{err}"
         );
     }
 

@@ -45,6 +45,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::List(a) => a.json,
         Command::Restore(a) => a.json,
         Command::Verify(a) => a.json,
+        Command::Prune(a) => a.json,
     };
     let env = Env {
         config,
@@ -55,5 +56,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::List(a) => commands::list::run(&env, a),
         Command::Restore(a) => commands::restore::run(&env, a),
         Command::Verify(a) => commands::verify::run(&env, a),
+        Command::Prune(a) => commands::prune::run(&env, a),
     }
 }

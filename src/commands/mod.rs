@@ -1,6 +1,7 @@
 //! One module per subcommand: orchestration only, the work lives in the modules they call.
 
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod snapshot;
 pub mod verify;
@@ -95,6 +96,11 @@ pub fn short_age(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
     if secs < 0 {
         return "future".into();
     }
+    short_duration(secs)
+}
+
+/// A duration in seconds as `3d 4h`, `2h 5m`, `12m` or `40s`.
+pub fn short_duration(secs: i64) -> String {
     let (d, h, m) = (secs / 86400, secs % 86400 / 3600, secs % 3600 / 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{secs}s"),

@@ -49,6 +49,8 @@ pub struct Taken {
     pub sha256: String,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// Keys deleted by the retention policy after this snapshot.
+    pub pruned: Vec<String>,
 }
 
 /// Runs `sqlbak snapshot`.
@@ -102,7 +104,8 @@ pub fn plan(env: &Env, args: &SnapshotArgs) -> Result<Vec<Job>> {
             None => default_name(path)?,
         };
         catalog::validate_name(&name).map_err(|e| exit::usage(e.to_string()))?;
-        let opts = args.options.over(&defaults).resolve()?;
+        let mut opts = args.options.over(&defaults).resolve()?;
+        opts.retention = args.keep.clone().or(opts.retention);
         let recipients = recipients_of(&opts)?;
         return Ok(vec![Job {
             path: path.clone(),
@@ -258,7 +261,19 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     })()
     .with_context(what)?;
 
+    let pruned = if job.opts.retention.is_empty() {
+        Vec::new()
+    } else {
+        prune_after(store.as_ref(), job).with_context(|| {
+            format!(
+                "the snapshot {key_str} was stored, but pruning old snapshots of {} failed",
+                job.name
+            )
+        })?
+    };
+
     Ok(Taken {
+        pruned,
         name: job.name.clone(),
         key: key_str,
         dest: store.url(),
@@ -268,6 +283,30 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
         sha256: stats.sha256,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Applies the job's retention policy; runs only after a snapshot was stored.
+fn prune_after(store: &dyn Storage, job: &Job) -> Result<Vec<String>> {
+    let objects = store.list(&format!("{}/", job.name))?;
+    let snaps = catalog::snapshots_from_listing(
+        objects.iter().map(|o| (o.key.as_str(), o.size)),
+        Some(&job.name),
+    );
+    let outcome = super::prune::prune_one(store, &job.name, snaps, &job.opts.retention, false)?;
+    if let Some((key, err)) = outcome.failed.first() {
+        bail!(
+            "{} snapshot(s) could not be deleted, first {key}: {err}",
+            outcome.failed.len()
+        );
+    }
+    if !outcome.deleted.is_empty() {
+        tracing::info!(
+            "{}: pruned {} old snapshot(s)",
+            job.name,
+            outcome.deleted.len()
+        );
+    }
+    Ok(outcome.deleted)
 }
 
 /// Keys have second resolution and are never overwritten, so a second snapshot within the
