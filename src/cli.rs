@@ -51,6 +51,8 @@ pub struct GlobalArgs {
 }
 
 /// The subcommands.
+// Parsed once per process, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Take a consistent snapshot of one database, or of every configured database.
