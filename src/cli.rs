@@ -11,7 +11,8 @@ Exit status:
   0  success
   1  failure (I/O, corruption, locked database, ...)
   2  usage or configuration error
-  3  nothing to do (no snapshot matched, no database configured)";
+  3  nothing to do (no snapshot matched, no database configured)
+  4  another run of the same database holds its lock";
 
 /// Consistent, compressed snapshots of live SQLite databases.
 #[derive(Debug, Parser)]

@@ -98,6 +98,50 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_identity_file: Option<PathBuf>,
 
+    /// How long to wait for another run of the same database to finish before giving up
+    /// with exit code 4 [default: 0s, do not wait].
+    #[arg(long, value_name = "DURATION", help_heading = "Running unattended")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<HumanDuration>,
+
+    /// Shell command run after a successful snapshot (environment: SQLBAK_NAME, SQLBAK_KEY,
+    /// SQLBAK_DEST, SQLBAK_SIZE, SQLBAK_DURATION).
+    #[arg(long, value_name = "COMMAND", help_heading = "Running unattended")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<String>,
+
+    /// Shell command run after a failed snapshot (environment: SQLBAK_NAME, SQLBAK_DEST,
+    /// SQLBAK_DURATION, SQLBAK_ERROR).
+    #[arg(long, value_name = "COMMAND", help_heading = "Running unattended")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
+
+    /// healthchecks.io-style URL pinged at start (URL/start), success (URL) and
+    /// failure (URL/fail).
+    #[arg(long, value_name = "URL", help_heading = "Running unattended")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_url: Option<String>,
+
+    /// Write Prometheus textfile-collector metrics for each database to this file.
+    #[arg(long, value_name = "PATH", help_heading = "Running unattended")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Cron expression for `sqlbak run` and `sqlbak check` (config only).
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+
+    /// Fixed interval for `sqlbak run` and `sqlbak check`, e.g. 15m (config only).
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<HumanDuration>,
+
+    /// IANA time zone in which `schedule` is read [default: UTC] (config only).
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+
     /// Which snapshots `prune` (and `snapshot`, after a success) keeps: a `[retention]`
     /// table (config only; the flags are `--keep-*`). Rules are layered field by field.
     #[arg(skip)]
@@ -117,6 +161,14 @@ pub const OPTION_KEYS: &[&str] = &[
     "age_recipients_file",
     "age_identity_file",
     "retention",
+    "wait",
+    "on_success",
+    "on_failure",
+    "ping_url",
+    "metrics_file",
+    "schedule",
+    "interval",
+    "timezone",
 ];
 
 /// Options with every default applied.
@@ -140,6 +192,16 @@ pub struct Resolved {
     pub age_recipients_file: Option<PathBuf>,
     /// Retention policy (possibly without rules: then nothing is pruned).
     pub retention: RetentionPolicy,
+    /// How long to wait for the per-database lock.
+    pub wait: Duration,
+    /// Command after success.
+    pub on_success: Option<String>,
+    /// Command after failure.
+    pub on_failure: Option<String>,
+    /// healthchecks-style ping URL.
+    pub ping_url: Option<String>,
+    /// Prometheus textfile path.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -164,6 +226,17 @@ impl Options {
                 .age_identity_file
                 .clone()
                 .or_else(|| lower.age_identity_file.clone()),
+            wait: self.wait.or(lower.wait),
+            on_success: self.on_success.clone().or_else(|| lower.on_success.clone()),
+            on_failure: self.on_failure.clone().or_else(|| lower.on_failure.clone()),
+            ping_url: self.ping_url.clone().or_else(|| lower.ping_url.clone()),
+            metrics_file: self
+                .metrics_file
+                .clone()
+                .or_else(|| lower.metrics_file.clone()),
+            schedule: self.schedule.clone().or_else(|| lower.schedule.clone()),
+            interval: self.interval.or(lower.interval),
+            timezone: self.timezone.clone().or_else(|| lower.timezone.clone()),
             retention: match (&self.retention, &lower.retention) {
                 (Some(a), Some(b)) => Some(a.clone().or(b.clone())),
                 (a, b) => a.clone().or_else(|| b.clone()),
@@ -190,6 +263,11 @@ impl Options {
             age_recipients: self.age_recipients.clone().unwrap_or_default(),
             age_recipients_file: self.age_recipients_file.clone(),
             retention: self.retention.clone().unwrap_or_default(),
+            wait: self.wait.map_or(Duration::ZERO, |d| d.0),
+            on_success: self.on_success.clone(),
+            on_failure: self.on_failure.clone(),
+            ping_url: self.ping_url.clone(),
+            metrics_file: self.metrics_file.clone(),
         })
     }
 }
@@ -323,6 +401,14 @@ mod tests {
             age_recipients_file: Some("/r".into()),
             age_identity_file: Some("/i".into()),
             retention: Some(RetentionPolicy::default()),
+            wait: Some(HumanDuration(Duration::from_secs(1))),
+            on_success: Some("s".into()),
+            on_failure: Some("f".into()),
+            ping_url: Some("u".into()),
+            metrics_file: Some("/m".into()),
+            schedule: Some("@daily".into()),
+            interval: Some(HumanDuration(Duration::from_secs(1))),
+            timezone: Some("UTC".into()),
         };
         let v = serde_json::to_value(&full).unwrap();
         let mut fields: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();

@@ -1,6 +1,6 @@
 //! Exit codes, documented in the README and man page:
 //! 0 success, 1 failure, 2 usage or configuration error, 3 nothing to do (no snapshot
-//! matched, no database configured).
+//! matched, no database configured), 4 another run holds the database's lock.
 
 use std::fmt;
 
@@ -12,6 +12,17 @@ pub const FAILURE: i32 = 1;
 pub const USAGE: i32 = 2;
 /// There was nothing to act on, e.g. no snapshot at or before `--at`.
 pub const NOTHING: i32 = 3;
+
+/// Another run of the same database holds its lock (and `--wait` ran out).
+pub const LOCKED: i32 = 4;
+
+/// Another run holds the lock.
+pub fn locked(message: impl Into<String>) -> Exit {
+    Exit {
+        code: LOCKED,
+        message: message.into(),
+    }
+}
 
 /// An error that carries its exit code; anything else exits with [`FAILURE`].
 #[derive(Debug)]

@@ -59,7 +59,7 @@ pub fn run(env: &Env, args: &SnapshotArgs) -> Result<()> {
     let mut taken = Vec::new();
     let mut failed = 0usize;
     for job in &jobs {
-        match snapshot_one(env, job) {
+        match run_one(env, job) {
             Ok(t) => {
                 tracing::info!(
                     "{}: stored {} in {} ({} from {}, {:.1}s)",
@@ -189,6 +189,12 @@ pub fn default_name(path: &std::path::Path) -> Result<String> {
         ))
     })?;
     Ok(stem)
+}
+
+/// Runs one job the way every caller (the `snapshot` command and the `run` daemon) must:
+/// this is where per-database locking, hooks, pings and metrics wrap the snapshot.
+pub fn run_one(env: &Env, job: &Job) -> Result<Taken> {
+    snapshot_one(env, job)
 }
 
 fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
