@@ -91,6 +91,32 @@ restic's forget: --keep-daily 7 keeps the newest snapshot of each of the 7 most 
 days (UTC) that have snapshots; --keep-within is measured from the newest snapshot.
 The newest snapshot is always kept; a policy with no rule is an error.")]
     Prune(PruneArgs),
+    /// Run as a scheduler: snapshot (and prune) each configured database on its schedule.
+    #[command(after_help = "Examples:
+  sqlbak run --config /etc/sqlbak.toml
+
+Each [[databases]] entry (or the top level) sets `schedule` (a crontab expression, read in
+`timezone`, default UTC) or `interval` (e.g. \"15m\", anchored at midnight UTC). SIGTERM or
+SIGINT stops taking new work, lets running snapshots finish and exits 0 (a second signal
+abandons them; nothing partial is ever listed). SIGHUP reloads the config.")]
+    Run(RunArgs),
+    /// Print the next fire times of a cron expression.
+    #[command(after_help = "Examples:
+  sqlbak schedule \"0 3 * * *\"
+  sqlbak schedule \"0 0 13 * fri\" --after 2024-09-01 --count 4
+  sqlbak schedule \"30 2 * * *\" --timezone America/New_York
+
+Crontab semantics: 5 fields (minute hour day-of-month month day-of-week) or 6 with a
+leading seconds field, names (mon, jan), ranges, steps, lists, @hourly/@daily/@weekly/
+@monthly/@yearly/@annually/@midnight; when both day fields are restricted, a day matches
+if either does.")]
+    Schedule(ScheduleArgs),
+    /// Exit non-zero when a database's newest snapshot is too old, missing, or missed a slot.
+    #[command(after_help = "Examples:
+  sqlbak check --dest /backups --name app --max-age 26h
+  sqlbak check --config /etc/sqlbak.toml               # each database against its schedule
+  sqlbak check --config /etc/sqlbak.toml --max-age 26h --json")]
+    Check(CheckArgs),
     /// Check snapshots: read, decompress, compare checksums, run PRAGMA integrity_check.
     #[command(after_help = "Examples:
   sqlbak verify --dest /backups               # the newest snapshot of each database
@@ -99,7 +125,7 @@ The newest snapshot is always kept; a policy with no rule is an error.")]
 }
 
 /// `sqlbak snapshot`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct SnapshotArgs {
     /// The database file to snapshot (without it, every database in the config).
     #[arg(long, value_name = "PATH")]
@@ -119,6 +145,50 @@ pub struct SnapshotArgs {
         next_help_heading = "Retention (prune after a successful snapshot)"
     )]
     pub keep: RetentionPolicy,
+}
+
+/// `sqlbak run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Only this configured database.
+    #[arg(short, long)]
+    pub name: Option<String>,
+}
+
+/// `sqlbak schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Cron expression, macro (@daily) or `@every DURATION`.
+    pub expr: String,
+    /// Start after this time [default: now]; same forms as restore --at.
+    #[arg(long, value_name = "TIME")]
+    pub after: Option<String>,
+    /// How many fire times to print.
+    #[arg(long, short = 'n', default_value_t = 5)]
+    pub count: usize,
+    /// IANA time zone the expression is read in [default: UTC].
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+}
+
+/// `sqlbak check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Where snapshots are [default: each configured database's destination].
+    #[arg(short, long, value_name = "DEST")]
+    pub dest: Option<String>,
+    /// Only this database.
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// Fail when the newest snapshot is older than this (e.g. 26h).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<crate::config::HumanDuration>,
+    /// How late a scheduled snapshot may be before its slot counts as missed.
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    pub grace: crate::config::HumanDuration,
+    /// Print a JSON array of results.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `sqlbak prune`.

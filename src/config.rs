@@ -234,8 +234,17 @@ impl Options {
                 .metrics_file
                 .clone()
                 .or_else(|| lower.metrics_file.clone()),
-            schedule: self.schedule.clone().or_else(|| lower.schedule.clone()),
-            interval: self.interval.or(lower.interval),
+            // schedule and interval are one choice: a layer that sets either replaces both.
+            schedule: if self.schedule.is_some() || self.interval.is_some() {
+                self.schedule.clone()
+            } else {
+                lower.schedule.clone()
+            },
+            interval: if self.schedule.is_some() || self.interval.is_some() {
+                self.interval
+            } else {
+                lower.interval
+            },
             timezone: self.timezone.clone().or_else(|| lower.timezone.clone()),
             retention: match (&self.retention, &lower.retention) {
                 (Some(a), Some(b)) => Some(a.clone().or(b.clone())),

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod host;
 pub mod image;
 pub mod retention;
+pub mod schedule;
 pub mod storage;
 pub mod timespec;
 pub mod ui;

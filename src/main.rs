@@ -9,8 +9,11 @@ use sqlbak::{exit, ui::Ui};
 
 fn main() {
     let cli = Cli::parse();
+    // The daemon logs each run by default; one-shot commands are quiet when all is well.
+    let daemon = matches!(cli.command, Command::Run(_));
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => tracing::Level::ERROR,
+        (false, 0) if daemon => tracing::Level::INFO,
         (false, 0) => tracing::Level::WARN,
         (false, 1) => tracing::Level::INFO,
         (false, _) => tracing::Level::DEBUG,
@@ -46,6 +49,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Restore(a) => a.json,
         Command::Verify(a) => a.json,
         Command::Prune(a) => a.json,
+        Command::Check(a) => a.json,
+        Command::Run(_) | Command::Schedule(_) => true,
     };
     let env = Env {
         config,
@@ -57,5 +62,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Restore(a) => commands::restore::run(&env, a),
         Command::Verify(a) => commands::verify::run(&env, a),
         Command::Prune(a) => commands::prune::run(&env, a),
+        Command::Check(a) => commands::check::run(&env, a),
+        Command::Schedule(a) => commands::schedule::run(a),
+        Command::Run(a) => commands::run::run(env, a),
     }
 }

@@ -1,8 +1,11 @@
 //! One module per subcommand: orchestration only, the work lives in the modules they call.
 
+pub mod check;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod run;
+pub mod schedule;
 pub mod snapshot;
 pub mod verify;
 
@@ -72,6 +75,41 @@ impl Env {
         entry
             .and_then(|db| db.options.age_identity_file.clone())
             .or_else(|| cfg.defaults.age_identity_file.clone())
+    }
+}
+
+/// The schedule a database runs on (`schedule` or `interval`, read in `timezone`), if any.
+/// Intervals are anchored at the Unix epoch, so `15m` fires at :00, :15, :30 and :45
+/// whenever the daemon was started.
+pub fn schedule_of(opts: &crate::config::Options) -> Result<Option<crate::schedule::Schedule>> {
+    use crate::schedule::Schedule;
+    let tz = parse_timezone(opts.timezone.as_deref())?;
+    match (&opts.schedule, &opts.interval) {
+        (Some(_), Some(_)) => Err(exit::usage("set either schedule or interval, not both").into()),
+        (Some(expr), None) => Ok(Some(
+            Schedule::parse(expr, tz).map_err(|e| exit::usage(e.to_string()))?,
+        )),
+        (None, Some(every)) => {
+            let text = humantime::format_duration(every.0).to_string();
+            Ok(Some(
+                Schedule::every(&text, DateTime::<Utc>::UNIX_EPOCH)
+                    .map_err(|e| exit::usage(e.to_string()))?,
+            ))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// An IANA zone name (default UTC).
+pub fn parse_timezone(name: Option<&str>) -> Result<chrono_tz::Tz> {
+    match name {
+        None => Ok(chrono_tz::UTC),
+        Some(n) => n.parse::<chrono_tz::Tz>().map_err(|_| {
+            exit::usage(format!(
+                "unknown time zone {n:?}; use an IANA name such as UTC, Europe/Berlin or America/New_York"
+            ))
+            .into()
+        }),
     }
 }
 
