@@ -327,6 +327,29 @@ impl ConfigFile {
             .find(|db| db.snapshot_name().as_deref() == Some(name))
     }
 
+    /// Every database entry (only the one named `only`, when given) as its snapshot name,
+    /// its options layered over the top level, and its destination, which must be set.
+    pub fn entries(&self, only: Option<&str>) -> Result<Vec<(String, Options, String)>> {
+        let mut out = Vec::new();
+        for db in &self.databases {
+            let Some(name) = db.snapshot_name() else {
+                continue;
+            };
+            if only.is_some_and(|n| n != name) {
+                continue;
+            }
+            let opts = db.options.over(&self.defaults);
+            let Some(dest) = opts.dest.clone() else {
+                bail!(crate::exit::usage(format!(
+                    "config file {}: database {name} has no dest",
+                    self.path.display()
+                )));
+            };
+            out.push((name, opts, dest));
+        }
+        Ok(out)
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<ConfigFile> {
         let text = std::fs::read_to_string(path).with_context(|| {

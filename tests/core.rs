@@ -7,18 +7,6 @@ use std::fs;
 use std::path::Path;
 use tempfile::TempDir;
 
-fn snapshot(db: &Path, dest: &Path) -> std::process::Output {
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(db)
-        .arg("--dest")
-        .arg(dest)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "snapshot failed: {}", stderr(&out));
-    out
-}
-
 fn round_trip(journal_mode: &str) {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("app.db");

@@ -13,14 +13,7 @@ fn timeline(dir: &Path, name: &str, stamps: &[String]) -> PathBuf {
     let dest = dir.join("backups");
     let db = dir.join(format!("{name}.db"));
     make_db(&db, "wal", 5);
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    snapshot(&db, &dest);
     let real = snapshot_files(&dest)
         .into_iter()
         .find(|p| p.to_str().unwrap().contains(&format!("/{name}/")))
@@ -274,14 +267,7 @@ fn config_retention_per_database() {
     {
         let other_db = dir.path().join("other.db");
         make_db(&other_db, "wal", 3);
-        let out = sqlbak()
-            .args(["snapshot", "--db"])
-            .arg(&other_db)
-            .arg("--dest")
-            .arg(&dest)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        snapshot(&other_db, &dest);
         let real = snapshot_files(&dest)
             .into_iter()
             .find(|p| p.to_str().unwrap().contains("/other/"))

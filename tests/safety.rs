@@ -170,6 +170,34 @@ fn sidecar(db: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(format!("{}{suffix}", db.display()))
 }
 
+/// Starts a `sqlite3` session on `db`, runs `sql` in it and waits until it has, leaving
+/// the session open (connection, locks and transaction as `sql` left them). Kill the
+/// returned process to simulate a crash.
+fn open_session(db: &Path, sql: &str) -> Child {
+    let mut session = Command::new("sqlite3")
+        .arg(db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sqlite3 must be installed");
+    let stdin = session.stdin.as_mut().unwrap();
+    writeln!(stdin, "{sql}\nSELECT 'sqlbak-test-ready';").unwrap();
+    stdin.flush().unwrap();
+    let mut lines = BufReader::new(session.stdout.as_mut().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().trim() == "sqlbak-test-ready"),
+        "sqlite3 did not run {sql:?}"
+    );
+    session
+}
+
+/// Simulates a crash of `session`: no checkpoint, no rollback, files left as they are.
+fn crash(mut session: Child) {
+    session.kill().unwrap();
+    session.wait().unwrap();
+}
+
 /// A database left as a crashed writer (or a replicator that owns checkpointing) leaves
 /// it: frames in the -wal that nobody has checkpointed. sqlbak, as the only connection,
 /// must read them but never checkpoint, truncate or delete anything.
@@ -178,26 +206,10 @@ fn never_checkpoints_or_touches_wal_files() {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("app.db");
     make_db(&db, "wal", 1000);
-    let mut writer = Command::new("sqlite3")
-        .arg(&db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        let stdin = writer.stdin.as_mut().unwrap();
-        writeln!(
-            stdin,
-            "PRAGMA wal_autocheckpoint=0; INSERT INTO t(payload) SELECT 'in-wal' FROM generate_series(1, 500); SELECT 'done';"
-        )
-        .unwrap();
-        stdin.flush().unwrap();
-    }
-    let mut lines = BufReader::new(writer.stdout.as_mut().unwrap()).lines();
-    assert!(lines.any(|l| l.unwrap().trim() == "done"));
-    writer.kill().unwrap(); // a crash: no checkpoint, -wal and -shm stay
-    writer.wait().unwrap();
+    crash(open_session(
+        &db,
+        "PRAGMA wal_autocheckpoint=0; INSERT INTO t(payload) SELECT 'in-wal' FROM generate_series(1, 500);",
+    ));
 
     let wal = sidecar(&db, "-wal");
     let shm = sidecar(&db, "-shm");
@@ -207,14 +219,7 @@ fn never_checkpoints_or_touches_wal_files() {
     );
     let (db_before, wal_before) = (sha(&db), sha(&wal));
     let dest = dir.path().join("backups");
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    snapshot(&db, &dest);
     assert_eq!(
         sha(&db),
         db_before,
@@ -242,33 +247,10 @@ fn leaves_sidecars_of_an_open_database_alone() {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("app.db");
     make_db(&db, "wal", 10);
-    let mut holder = Command::new("sqlite3")
-        .arg(&db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        let stdin = holder.stdin.as_mut().unwrap();
-        writeln!(stdin, "SELECT count(*) FROM t;").unwrap();
-        stdin.flush().unwrap();
-    }
-    let mut line = String::new();
-    BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let holder = Reaper(holder);
+    let holder = Reaper(open_session(&db, "SELECT count(*) FROM t;"));
     assert!(sidecar(&db, "-wal").exists() && sidecar(&db, "-shm").exists());
     let dest = dir.path().join("backups");
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    snapshot(&db, &dest);
     assert!(sidecar(&db, "-wal").exists() && sidecar(&db, "-shm").exists());
     drop(holder);
 }
@@ -419,14 +401,7 @@ fn full_disks_fail_cleanly() {
     assert_eq!(files_under(&small.path), Vec::<String>::new());
 
     // Restore onto a full disk: no output, no temporary.
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&good_dest)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    snapshot(&db, &good_dest);
     let target = small.path.join("restored.db");
     let out = sqlbak()
         .args(["restore", "--name", "app", "--dest"])
@@ -447,26 +422,10 @@ fn hot_journal_is_a_clear_error_and_untouched() {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("app.db");
     make_db(&db, "delete", 100);
-    let mut writer = Command::new("sqlite3")
-        .arg(&db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        let stdin = writer.stdin.as_mut().unwrap();
-        writeln!(
-            stdin,
-            "PRAGMA cache_size=1; BEGIN IMMEDIATE; UPDATE t SET payload = hex(randomblob(200)); SELECT 'done';"
-        )
-        .unwrap();
-        stdin.flush().unwrap();
-    }
-    let mut lines = BufReader::new(writer.stdout.as_mut().unwrap()).lines();
-    assert!(lines.any(|l| l.unwrap().trim() == "done"));
-    writer.kill().unwrap();
-    writer.wait().unwrap();
+    crash(open_session(
+        &db,
+        "PRAGMA cache_size=1; BEGIN IMMEDIATE; UPDATE t SET payload = hex(randomblob(200));",
+    ));
     let journal = sidecar(&db, "-journal");
     assert!(journal.exists(), "the crash left a journal");
     let (db_before, journal_before) = (sha(&db), sha(&journal));

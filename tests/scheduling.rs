@@ -65,14 +65,7 @@ fn dest_with_snapshot_aged(dir: &Path, age: chrono::Duration) -> std::path::Path
     let dest = dir.join("backups");
     let db = dir.join("app.db");
     make_db(&db, "wal", 5);
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    snapshot(&db, &dest);
     let real = snapshot_files(&dest).pop().unwrap();
     let then = chrono::Utc::now() - age;
     fs::rename(

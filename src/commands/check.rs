@@ -58,20 +58,7 @@ fn targets(env: &Env, args: &CheckArgs) -> Result<Vec<Target>> {
         bail!(exit::usage("pass --dest and --name, or --config FILE"));
     };
     let mut out = Vec::new();
-    for db in &cfg.databases {
-        let Some(name) = db.snapshot_name() else {
-            continue;
-        };
-        if args.name.as_ref().is_some_and(|n| n != &name) {
-            continue;
-        }
-        let opts = db.options.over(&cfg.defaults);
-        let Some(dest) = opts.dest.clone() else {
-            bail!(exit::usage(format!(
-                "config file {}: database {name} has no dest",
-                cfg.path.display()
-            )));
-        };
+    for (name, opts, dest) in cfg.entries(args.name.as_deref())? {
         let schedule = schedule_of(&opts).map_err(|e| {
             exit::usage(format!(
                 "config file {}, database {name}: {e:#}",

@@ -104,3 +104,16 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
 }
+
+/// Runs `sqlbak snapshot --db DB --dest DEST` and asserts it succeeded.
+pub fn snapshot(db: &Path, dest: &Path) -> Output {
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(db)
+        .arg("--dest")
+        .arg(dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "snapshot failed: {}", stderr(&out));
+    out
+}
