@@ -41,6 +41,14 @@ pub enum StorageError {
     /// A destination URL we cannot use.
     #[error("unsupported destination {0:?}: {1}")]
     BadDestination(String, String),
+    /// A storage service failed or refused a request (after any retries), with what to do.
+    #[error("{context}: {reason}")]
+    Remote {
+        /// What was being done, naming the object or bucket.
+        context: String,
+        /// What went wrong and what the user can do about it.
+        reason: String,
+    },
     /// An I/O failure, with what was being done.
     #[error("{context}")]
     Io {
@@ -91,6 +99,11 @@ pub trait Storage: Send + Sync {
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError>;
     /// Deletes `keys`, returning each key that could not be deleted and why.
     fn delete(&self, keys: &[String]) -> Vec<(String, StorageError)>;
+    /// What the backend recorded beside the object when it was created, for a check that
+    /// does not trust the object's own content; `None` when it keeps no such record.
+    fn image_meta(&self, _key: &str) -> Result<Option<ObjectMeta>, StorageError> {
+        Ok(None)
+    }
 }
 
 /// Opens the destination named by `dest`: a plain path or a `file://` URL.
