@@ -3,6 +3,7 @@
 //! reading, delete a batch.
 
 pub mod local;
+pub mod s3;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -106,7 +107,7 @@ pub trait Storage: Send + Sync {
     }
 }
 
-/// Opens the destination named by `dest`: a plain path or a `file://` URL.
+/// Opens the destination named by `dest`: a plain path, a `file://` URL or an `s3://` URL.
 pub fn open(dest: &str) -> Result<Box<dyn Storage>, StorageError> {
     if let Some(rest) = dest.strip_prefix("file://") {
         if rest.is_empty() || !rest.starts_with('/') {
@@ -118,15 +119,14 @@ pub fn open(dest: &str) -> Result<Box<dyn Storage>, StorageError> {
         return Ok(Box::new(local::LocalStorage::new(PathBuf::from(rest))));
     }
     if dest.starts_with("s3://") {
-        return Err(StorageError::BadDestination(
-            dest.into(),
-            "S3 destinations are not supported by this build yet; use a local directory".into(),
-        ));
+        return Ok(Box::new(s3::S3Storage::open(dest)?));
     }
     if let Some((scheme, _)) = dest.split_once("://") {
         return Err(StorageError::BadDestination(
             dest.into(),
-            format!("unknown scheme {scheme}://; use a directory path or file:///path"),
+            format!(
+                "unknown scheme {scheme}://; use a directory path, file:///path or s3://bucket/prefix"
+            ),
         ));
     }
     if dest.is_empty() {
