@@ -104,3 +104,5 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
 }
+
+pub mod s3;
