@@ -59,6 +59,7 @@ pub enum Command {
     /// Take a consistent snapshot of one database, or of every configured database.
     #[command(after_help = "Examples:
   sqlbak snapshot --db /var/lib/app/app.db --dest /backups
+  sqlbak snapshot --db /var/lib/app/app.db --dest s3://my-bucket/prod
   sqlbak snapshot --config /etc/sqlbak.toml
   sqlbak snapshot --config /etc/sqlbak.toml --name app    # one configured database
   sqlbak snapshot --db app.db --dest /backups --age-recipient age1qz...   # encrypted
@@ -69,7 +70,8 @@ Crontab (every hour, quiet unless something fails):
     /// List snapshots, oldest first.
     #[command(after_help = "Examples:
   sqlbak list --dest /backups
-  sqlbak list --dest /backups --name app --json")]
+  sqlbak list --dest /backups --name app --json
+  sqlbak list --dest \"s3://bkt/prod?endpoint=http://127.0.0.1:9000&region=us-east-1\"")]
     List(ListArgs),
     /// Restore a snapshot by time into a database file.
     #[command(after_help = "Examples:
@@ -214,7 +216,8 @@ pub struct PruneArgs {
 /// `sqlbak list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Where snapshots are: a directory path or file:///path [default: from the config].
+    /// Where snapshots are: a directory, file:///path or s3://bucket/prefix [default: from the
+    /// config].
     #[arg(short, long, value_name = "DEST")]
     pub dest: Option<String>,
     /// Only this database.
@@ -228,7 +231,8 @@ pub struct ListArgs {
 /// `sqlbak restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Where snapshots are: a directory path or file:///path [default: from the config].
+    /// Where snapshots are: a directory, file:///path or s3://bucket/prefix [default: from the
+    /// config].
     #[arg(short, long, value_name = "DEST")]
     pub dest: Option<String>,
     /// The database to restore (may be omitted when the destination holds only one).
@@ -255,7 +259,8 @@ pub struct RestoreArgs {
 /// `sqlbak verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Where snapshots are: a directory path or file:///path [default: from the config].
+    /// Where snapshots are: a directory, file:///path or s3://bucket/prefix [default: from the
+    /// config].
     #[arg(short, long, value_name = "DEST")]
     pub dest: Option<String>,
     /// Only this database.

@@ -42,7 +42,8 @@ impl From<HumanDuration> for String {
 /// that layers can be overlaid; [`Options::resolve`] fills in defaults.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, Serialize, Deserialize)]
 pub struct Options {
-    /// Where snapshots go: a directory path or file:///path.
+    /// Where snapshots go: a directory, file:///path or s3://bucket/prefix (S3 and
+    /// S3-compatible stores; see the README for ?endpoint=, region= and more).
     #[arg(long, short = 'd', value_name = "DEST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest: Option<String>,

@@ -36,6 +36,21 @@ pub fn fetch(
     writer.flush().context("cannot write the restored image")?;
     drop(writer);
     out.sync_all().context("cannot fsync the restored image")?;
+    // Backends that record the image beside the object (S3 metadata) get a second opinion.
+    if let Some(stored) = storage.image_meta(&key)?
+        && (stored.image_size, stored.image_sha256.as_str())
+            != (report.size, report.sha256.as_str())
+    {
+        bail!(
+            "{key} in {} decodes to {} bytes with sha256 {}, but the object's metadata \
+records {} bytes with sha256 {}: the object was replaced or damaged",
+            storage.url(),
+            report.size,
+            report.sha256,
+            stored.image_size,
+            stored.image_sha256
+        );
+    }
     Ok(report)
 }
 

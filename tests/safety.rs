@@ -74,19 +74,28 @@ fn start_writer(db: &Path) -> Writer {
     }
 }
 
+/// Rows in `t`, read with the real sqlite3 tool. In rollback-journal mode sqlite3's own
+/// busy handler can lose every race against a busy writer for its whole timeout on a loaded
+/// machine, so a "locked" answer is retried a few times.
 fn count(db: &Path) -> u64 {
-    let out = Command::new("sqlite3")
-        .args(["-cmd", ".timeout 20000"])
-        .arg(db)
-        .arg("SELECT count(*) FROM t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let out = Command::new("sqlite3")
+            .args(["-cmd", ".timeout 20000"])
+            .arg(db)
+            .arg("SELECT count(*) FROM t")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        }
+        last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            last_error.contains("locked"),
+            "sqlite3 count failed: {last_error}"
+        );
+    }
+    panic!("sqlite3 count stayed locked: {last_error}");
 }
 
 fn consistent_under_writes(mode: &str) {

@@ -3,6 +3,7 @@
 //! reading, delete a batch.
 
 pub mod local;
+pub mod s3;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -41,6 +42,14 @@ pub enum StorageError {
     /// A destination URL we cannot use.
     #[error("unsupported destination {0:?}: {1}")]
     BadDestination(String, String),
+    /// A storage service failed or refused a request (after any retries), with what to do.
+    #[error("{context}: {reason}")]
+    Remote {
+        /// What was being done, naming the object or bucket.
+        context: String,
+        /// What went wrong and what the user can do about it.
+        reason: String,
+    },
     /// An I/O failure, with what was being done.
     #[error("{context}")]
     Io {
@@ -91,9 +100,14 @@ pub trait Storage: Send + Sync {
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError>;
     /// Deletes `keys`, returning each key that could not be deleted and why.
     fn delete(&self, keys: &[String]) -> Vec<(String, StorageError)>;
+    /// What the backend recorded beside the object when it was created, for a check that
+    /// does not trust the object's own content; `None` when it keeps no such record.
+    fn image_meta(&self, _key: &str) -> Result<Option<ObjectMeta>, StorageError> {
+        Ok(None)
+    }
 }
 
-/// Opens the destination named by `dest`: a plain path or a `file://` URL.
+/// Opens the destination named by `dest`: a plain path, a `file://` URL or an `s3://` URL.
 pub fn open(dest: &str) -> Result<Box<dyn Storage>, StorageError> {
     if let Some(rest) = dest.strip_prefix("file://") {
         if rest.is_empty() || !rest.starts_with('/') {
@@ -105,15 +119,14 @@ pub fn open(dest: &str) -> Result<Box<dyn Storage>, StorageError> {
         return Ok(Box::new(local::LocalStorage::new(PathBuf::from(rest))));
     }
     if dest.starts_with("s3://") {
-        return Err(StorageError::BadDestination(
-            dest.into(),
-            "S3 destinations are not supported by this build yet; use a local directory".into(),
-        ));
+        return Ok(Box::new(s3::S3Storage::open(dest)?));
     }
     if let Some((scheme, _)) = dest.split_once("://") {
         return Err(StorageError::BadDestination(
             dest.into(),
-            format!("unknown scheme {scheme}://; use a directory path or file:///path"),
+            format!(
+                "unknown scheme {scheme}://; use a directory path, file:///path or s3://bucket/prefix"
+            ),
         ));
     }
     if dest.is_empty() {

@@ -105,6 +105,8 @@ pub fn json(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
 }
 
+pub mod s3;
+
 /// Runs `sqlbak snapshot --db DB --dest DEST` and asserts it succeeded.
 pub fn snapshot(db: &Path, dest: &Path) -> Output {
     let out = sqlbak()

@@ -1,0 +1,557 @@
+//! Every command on an `s3://` destination, through the real binary, against a real
+//! S3-compatible server (moto) on 127.0.0.1, with and without injected faults.
+
+mod common;
+
+use common::s3::*;
+use common::*;
+use sqlbak::storage::s3::S3Storage;
+use sqlbak::storage::{ObjectMeta, Storage};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+fn run(args: &[&str]) -> Output {
+    sqlbak_s3().args(args).output().unwrap()
+}
+
+fn snapshot(db: &Path, dest: &str) -> Output {
+    let out = sqlbak_s3()
+        .args(["snapshot", "--json", "--db"])
+        .arg(db)
+        .args(["--dest", dest])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "snapshot failed: {}", stderr(&out));
+    out
+}
+
+fn restore(dest: &str, at: Option<&str>, output: &Path) -> Output {
+    let mut cmd = sqlbak_s3();
+    cmd.args(["restore", "--name", "app", "--dest", dest, "-o"])
+        .arg(output);
+    if let Some(at) = at {
+        cmd.args(["--at", at]);
+    }
+    cmd.output().unwrap()
+}
+
+/// A database of `mib` MiB of random (incompressible) blobs.
+fn random_db(path: &Path, mib: u32) {
+    sqlite(
+        path,
+        &format!(
+            "CREATE TABLE t(b BLOB); INSERT INTO t SELECT randomblob(4000) FROM generate_series(1, {});",
+            mib * 256
+        ),
+    );
+}
+
+fn sha256_hex(path: &Path) -> String {
+    sqlbak::codec::sha256_file(path).unwrap()
+}
+
+#[test]
+fn round_trip_list_restore_verify() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 3000);
+    let before = sqlite(&db, "SELECT count(*), sum(length(payload)) FROM t");
+    let dest = server.url("prod/eu");
+
+    let taken = json(&snapshot(&db, &dest));
+    let key = taken[0]["key"].as_str().unwrap().to_string();
+    assert!(
+        key.starts_with("app/app-") && key.ends_with("Z.sqlite3.gz"),
+        "{key}"
+    );
+    assert_eq!(taken[0]["dest"], "s3://sqlbak-test/prod/eu");
+
+    // Stored under the prefix, as plain gzip, with the image's checksum as metadata.
+    assert_eq!(server.raw_keys(), [format!("prod/eu/{key}")]);
+    let store = server.storage("prod/eu");
+    let recorded = store.image_meta(&key).unwrap().expect("metadata");
+    assert_eq!(recorded.image_sha256, taken[0]["sha256"].as_str().unwrap());
+    assert_eq!(
+        recorded.image_size,
+        taken[0]["image_size"].as_u64().unwrap()
+    );
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut store.open(&key).unwrap(), &mut bytes).unwrap();
+    let gz = dir.path().join("plain.gz");
+    fs::write(&gz, bytes).unwrap();
+    let plain = dir.path().join("plain.db");
+    gunzip_to(&gz, &plain);
+    assert_eq!(sqlite(&plain, "PRAGMA integrity_check"), "ok");
+
+    let listed = json(&run(&["list", "--json", "--dest", &dest]));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["key"], key.as_str());
+    assert_eq!(listed[0]["name"], "app");
+    assert_eq!(listed[0]["size"], taken[0]["size"]);
+    let table = stdout(&run(&["list", "--dest", &dest]));
+    assert!(
+        table.contains("app") && table.lines().count() == 2,
+        "{table}"
+    );
+
+    let restored = dir.path().join("restored.db");
+    let out = restore(&dest, None, &restored);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&key), "{}", stdout(&out));
+    assert_eq!(sqlite(&restored, "PRAGMA integrity_check"), "ok");
+    assert_eq!(
+        sqlite(&restored, "SELECT count(*), sum(length(payload)) FROM t"),
+        before
+    );
+    assert_eq!(fs::read(&restored).unwrap(), fs::read(&plain).unwrap());
+
+    let out = run(&["verify", "--json", "--dest", &dest]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)[0]["ok"], true);
+
+    // The URL's own prefix does not leak: the bucket root holds prod/, not snapshots.
+    let root = json(&run(&["list", "--json", "--dest", &server.url("")]));
+    assert_eq!(root, serde_json::json!([]));
+}
+
+#[test]
+fn multipart_snapshot_round_trips() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    random_db(&db, 13);
+    let dest = format!("{}&part_size=5MiB", server.url("mp"));
+    let taken = json(&snapshot(&db, &dest));
+    assert!(taken[0]["size"].as_u64().unwrap() > 10 << 20, "{taken}");
+
+    // Three parts of at most 5 MiB: the multipart ETag says how many.
+    let etags = server.raw_etags();
+    assert!(
+        etags.len() == 1 && etags[0].ends_with("-3"),
+        "ETags {etags:?}"
+    );
+    assert_eq!(server.open_uploads(), Vec::<String>::new());
+
+    let restored = dir.path().join("restored.db");
+    let out = restore(&dest, None, &restored);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sha256_hex(&restored), taken[0]["sha256"].as_str().unwrap());
+    assert_eq!(sqlite(&restored, "PRAGMA integrity_check"), "ok");
+}
+
+#[test]
+fn more_than_a_thousand_snapshots_are_listed() {
+    let server = S3Server::start();
+    let url = server.url("many");
+    let store = server.storage("many");
+    let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let keys: Vec<String> = (0..1050)
+        .map(|i| {
+            sqlbak::catalog::SnapshotKey::new("app", start + chrono::Duration::hours(i), false)
+                .key()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for chunk in keys.chunks(keys.len().div_ceil(4)) {
+            let store = &store;
+            s.spawn(move || {
+                for key in chunk {
+                    let mut w = store.create(key, &ObjectMeta::default()).unwrap();
+                    w.write_all(b"not read by list").unwrap();
+                    w.commit().unwrap();
+                }
+            });
+        }
+    });
+    let listed = json(&run(&["list", "--json", "--name", "app", "--dest", &url]));
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, keys, "every page, oldest first");
+
+    // Batched deletes (1000 a request) remove them all.
+    let failed = store.delete(&keys);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(store.list("").unwrap().is_empty());
+}
+
+/// Stores one real snapshot per stamp, each with a marker row, under keys with those times.
+fn timeline(dir: &Path, store: &S3Storage, stamps: &[&str]) {
+    let db = dir.join("app.db");
+    let local = dir.join("local");
+    make_db(&db, "wal", 5);
+    sqlite(&db, "CREATE TABLE marker(stamp TEXT)");
+    for stamp in stamps {
+        sqlite(
+            &db,
+            &format!("DELETE FROM marker; INSERT INTO marker VALUES ('{stamp}')"),
+        );
+        let _ = fs::remove_dir_all(&local);
+        let out = sqlbak()
+            .args(["snapshot", "--db"])
+            .arg(&db)
+            .arg("--dest")
+            .arg(&local)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let file = &snapshot_files(&local)[0];
+        let bytes = fs::read(file).unwrap();
+        let report = sqlbak::codec::decompress(&bytes[..], std::io::sink(), &|_| {}).unwrap();
+        let meta = ObjectMeta {
+            image_sha256: report.sha256,
+            image_size: report.size,
+        };
+        let mut w = store
+            .create(&format!("app/app-{stamp}.sqlite3.gz"), &meta)
+            .unwrap();
+        w.write_all(&bytes).unwrap();
+        w.commit().unwrap();
+    }
+}
+
+#[test]
+fn restore_by_time_and_metadata_checks() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let url = server.url("t");
+    let store = server.storage("t");
+    timeline(
+        dir.path(),
+        &store,
+        &["20240101T000000Z", "20240101T120000Z", "20240105T083000Z"],
+    );
+    for (i, (at, want)) in [
+        (Some("2024-01-01T11:59:59Z"), "20240101T000000Z"),
+        (Some("2024-01-01T14:00:00+02:00"), "20240101T120000Z"),
+        (Some("2024-01-04"), "20240101T120000Z"),
+        (None, "20240105T083000Z"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out_path = dir.path().join(format!("r{i}.db"));
+        let out = restore(&url, *at, &out_path);
+        assert!(out.status.success(), "--at {at:?}: {}", stderr(&out));
+        assert_eq!(sqlite(&out_path, "SELECT stamp FROM marker"), *want);
+    }
+    let out_path = dir.path().join("none.db");
+    let out = restore(&url, Some("2023-12-31"), &out_path);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!out_path.exists());
+
+    // A snapshot whose metadata disagrees with its content is refused by restore and verify.
+    let good = store.open("app/app-20240101T000000Z.sqlite3.gz").unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut { good }, &mut bytes).unwrap();
+    let lie = ObjectMeta {
+        image_sha256: "0".repeat(64),
+        image_size: 4096,
+    };
+    let mut w = store
+        .create("app/app-20240106T000000Z.sqlite3.gz", &lie)
+        .unwrap();
+    w.write_all(&bytes).unwrap();
+    w.commit().unwrap();
+    let out = restore(&url, None, &out_path);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("metadata records 4096 bytes with sha256 0000"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out_path.exists());
+    let out = run(&["verify", "--dest", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("FAILED"), "{}", stdout(&out));
+}
+
+#[test]
+fn faults_are_retried_or_fail_cleanly() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let proxy = FaultyProxy::start(
+        server.port,
+        Faults {
+            error_500: 10,
+            drop_before: 5,
+            drop_after: 5,
+            seed: 0x5eed,
+        },
+    );
+    let via_proxy = |prefix: &str| url_at(proxy.port, BUCKET, prefix, "&part_size=5MiB");
+    let small = dir.path().join("app.db");
+    make_db(&small, "wal", 2000);
+    let big = dir.path().join("big.db");
+    random_db(&big, 12);
+
+    for (db, prefix) in [(&small, "small"), (&big, "big")] {
+        for round in 0..3 {
+            let out = sqlbak_s3()
+                .args(["snapshot", "--json", "--name", "app", "--db"])
+                .arg(db)
+                .args(["--dest", &via_proxy(prefix)])
+                .output()
+                .unwrap();
+            let direct = server.url(prefix);
+            let listed = json(&run(&["list", "--json", "--dest", &direct]));
+            if out.status.success() {
+                // Correct despite the faults: restore (also through the proxy) and compare.
+                let sha = json(&out)[0]["sha256"].as_str().unwrap().to_string();
+                let restored = dir.path().join(format!("{prefix}-{round}.db"));
+                let mut res = restore(&via_proxy(prefix), None, &restored);
+                if !res.status.success() {
+                    res = restore(&direct, None, &restored);
+                }
+                assert!(res.status.success(), "{}", stderr(&res));
+                assert_eq!(sha256_hex(&restored), sha);
+                assert_eq!(listed.as_array().unwrap().len(), round + 1, "{listed}");
+            } else {
+                // Failed cleanly: an error naming the cause, and nothing new listed.
+                assert_eq!(out.status.code(), Some(1));
+                assert!(stderr(&out).contains("error: "), "{}", stderr(&out));
+                assert!(listed.as_array().unwrap().len() <= round, "{listed}");
+            }
+        }
+    }
+    // What went over the wire: every upload carries Content-MD5, and none uses the
+    // checksum trailers (aws-chunked) that several S3-compatible stores reject.
+    let heads = proxy.stats.heads.lock().unwrap().clone();
+    let uploads: Vec<&String> = heads
+        .iter()
+        .filter(|h| h.starts_with("PUT /sqlbak-test/"))
+        .collect();
+    assert!(uploads.len() >= 6, "{heads:#?}");
+    for head in uploads {
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("\r\ncontent-md5: "), "{head}");
+        assert!(
+            !lower.contains("aws-chunked") && !lower.contains("x-amz-trailer"),
+            "{head}"
+        );
+    }
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.contains("If-None-Match: *") || h.contains("if-none-match: *")),
+        "conditional writes are used"
+    );
+    eprintln!(
+        "fault proxy: {} requests, {} answered 500, {} dropped before and {} after forwarding",
+        proxy
+            .stats
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        proxy
+            .stats
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        proxy
+            .stats
+            .dropped_before
+            .load(std::sync::atomic::Ordering::Relaxed),
+        proxy
+            .stats
+            .dropped_after
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(
+        proxy.stats.faults() >= 3,
+        "the proxy injected only {} faults in {} requests",
+        proxy.stats.faults(),
+        proxy
+            .stats
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn a_server_that_always_fails_gives_clear_errors() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 10);
+    let store = S3Storage::with_credentials(&server.url("p"), ACCESS_KEY, SECRET_KEY).unwrap();
+    let keys: Vec<String> = ["a/a-1", "a/a-2", "b/b-1"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    for key in &keys {
+        let mut w = store.create(key, &ObjectMeta::default()).unwrap();
+        w.write_all(b"x").unwrap();
+        w.commit().unwrap();
+    }
+    let proxy = FaultyProxy::start(
+        server.port,
+        Faults {
+            error_500: 100,
+            drop_before: 0,
+            drop_after: 0,
+            seed: 1,
+        },
+    );
+    let broken = url_at(proxy.port, BUCKET, "p", "");
+
+    // Every key of a failed batch delete is reported.
+    let failing = S3Storage::with_credentials(&broken, ACCESS_KEY, SECRET_KEY).unwrap();
+    let failed = failing.delete(&keys);
+    let failed_keys: Vec<&String> = failed.iter().map(|(k, _)| k).collect();
+    assert_eq!(failed_keys, keys.iter().collect::<Vec<_>>());
+    let reason = failed[0].1.to_string();
+    assert!(
+        reason.contains("InternalError") && reason.contains("5 attempts"),
+        "{reason}"
+    );
+    assert_eq!(store.list("").unwrap().len(), 3, "nothing was deleted");
+    let heads = proxy.stats.heads.lock().unwrap().clone();
+    assert!(
+        heads
+            .iter()
+            .all(|h| h.starts_with("POST /sqlbak-test/?delete")
+                && h.to_ascii_lowercase().contains("\r\ncontent-md5: ")),
+        "DeleteObjects carries Content-MD5: {heads:#?}"
+    );
+
+    let out = sqlbak_s3()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .args(["--dest", &broken])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("server failed") && err.contains("retry later"),
+        "{err}"
+    );
+    assert_eq!(store.list("").unwrap().len(), 3);
+    assert_eq!(
+        proxy
+            .stats
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        10,
+        "5 attempts for the delete, 5 for the snapshot's listing"
+    );
+}
+
+#[test]
+fn sigkill_mid_upload_leaves_nothing_listed() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("big.db");
+    random_db(&db, 40);
+    let dest = format!("{}&part_size=5MiB", server.url("k"));
+    let spawn = || {
+        sqlbak_s3_std()
+            .args(["snapshot", "--jobs", "1", "--db"])
+            .arg(&db)
+            .args(["--dest", &dest])
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server.open_uploads().is_empty() {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the multipart upload never showed");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert_eq!(
+        server.raw_keys(),
+        Vec::<String>::new(),
+        "nothing was completed"
+    );
+    assert_eq!(
+        server.open_uploads().len(),
+        1,
+        "the upload was cut off midway"
+    );
+    let listed = json(&run(&["list", "--json", "--dest", &dest]));
+    assert_eq!(listed, serde_json::json!([]), "nothing partial is listed");
+
+    // The next run is unaffected.
+    let status = spawn().wait().unwrap();
+    assert!(status.success());
+    let listed = json(&run(&["list", "--json", "--dest", &dest]));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}
+
+#[test]
+fn clear_errors_for_bad_destinations() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 10);
+
+    // A bucket that does not exist: named, with what to do, before anything is captured.
+    let missing = url_at(server.port, "no-such-bucket", "p", "");
+    for args in [
+        vec!["list", "--dest", &missing],
+        vec!["snapshot", "--db", db.to_str().unwrap(), "--dest", &missing],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("bucket no-such-bucket does not exist") && err.contains("create it"),
+            "{err}"
+        );
+    }
+
+    // Nothing listening: says which endpoint and what to check.
+    let port = free_port();
+    let unreachable = url_at(port, BUCKET, "p", "");
+    let started = Instant::now();
+    let out = run(&["list", "--dest", &unreachable]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot connect to http://127.0.0.1:{port}"))
+            && err.contains("check the endpoint"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    // No credentials anywhere.
+    let out = sqlbak_s3()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["list", "--dest", &server.url("p")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no usable AWS credentials"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Mistakes in the URL.
+    for (url, says) in [
+        ("s3://", "bucket name is missing"),
+        ("s3://bkt/p?colour=red", "unknown query key \"colour\""),
+        ("s3://bkt/p?part_size=1MiB", "between 5MiB and 5GiB"),
+    ] {
+        let out = run(&["list", "--dest", url]);
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        assert!(stderr(&out).contains(says), "{url}: {}", stderr(&out));
+    }
+}
