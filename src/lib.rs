@@ -15,6 +15,7 @@ pub mod encryption;
 pub mod exit;
 pub mod host;
 pub mod image;
+pub mod lock;
 pub mod retention;
 pub mod storage;
 pub mod timespec;
