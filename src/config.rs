@@ -104,14 +104,15 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait: Option<HumanDuration>,
 
-    /// Shell command run after a successful snapshot (environment: SQLBAK_NAME, SQLBAK_KEY,
-    /// SQLBAK_DEST, SQLBAK_SIZE, SQLBAK_DURATION).
+    /// Shell command (sh -c) run after a successful snapshot, with SQLBAK_STATUS=success,
+    /// SQLBAK_NAME, SQLBAK_DB, SQLBAK_DEST, SQLBAK_KEY, SQLBAK_SIZE (bytes stored) and
+    /// SQLBAK_DURATION (seconds). Its failure is only a warning; it is stopped after 60s.
     #[arg(long, value_name = "COMMAND", help_heading = "Running unattended")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_success: Option<String>,
 
-    /// Shell command run after a failed snapshot (environment: SQLBAK_NAME, SQLBAK_DEST,
-    /// SQLBAK_DURATION, SQLBAK_ERROR).
+    /// Shell command (sh -c) run after a failed snapshot, with SQLBAK_STATUS=failure,
+    /// SQLBAK_NAME, SQLBAK_DB, SQLBAK_DEST, SQLBAK_DURATION and SQLBAK_ERROR.
     #[arg(long, value_name = "COMMAND", help_heading = "Running unattended")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<String>,

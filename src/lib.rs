@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod encryption;
 pub mod exit;
+pub mod hooks;
 pub mod host;
 pub mod image;
 pub mod lock;

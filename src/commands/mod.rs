@@ -4,6 +4,7 @@ pub mod list;
 pub mod prune;
 pub mod restore;
 pub mod snapshot;
+pub mod unattended;
 pub mod verify;
 
 use crate::catalog::{self, Snapshot};

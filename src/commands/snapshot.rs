@@ -1,6 +1,6 @@
 //! `sqlbak snapshot`: capture → compress → store, for one database or every configured one.
 
-use super::{Env, rfc3339};
+use super::{Env, rfc3339, unattended};
 use crate::capture::{self, CaptureOptions};
 use crate::catalog::{self, SnapshotKey};
 use crate::cli::SnapshotArgs;
@@ -202,17 +202,27 @@ pub fn default_name(path: &std::path::Path) -> Result<String> {
 /// Runs one job the way every caller (the `snapshot` command and the `run` daemon) must:
 /// this is where per-database locking, hooks, pings and metrics wrap the snapshot.
 ///
-/// The database's lock is held for the snapshot and the prune after it; a run that finds
-/// it held by another run fails with exit code 4.
+/// A run that finds the database locked by another run (exit code 4) does nothing else:
+/// no hooks, since the holder reports its own outcome. Everything else, including a
+/// database that is missing, is a failure that the hooks see.
 pub fn run_one(env: &Env, job: &Job) -> Result<Taken> {
     let what = || format!("snapshot of {} to {}", job.path.display(), job.opts.dest);
-    capture::check_source(&job.path).with_context(what)?;
-    let _lock = match DatabaseLock::acquire(&job.path, job.opts.wait) {
-        Ok(lock) => lock,
-        Err(e) if e.is_held() => return Err(exit::locked(e.to_string()).into()),
-        Err(e) => return Err(anyhow::Error::new(e).context(what())),
+    let lock = match capture::check_source(&job.path) {
+        Err(e) => Err(anyhow::Error::new(e).context(what())),
+        Ok(()) => match DatabaseLock::acquire(&job.path, job.opts.wait) {
+            Ok(lock) => Ok(lock),
+            Err(e) if e.is_held() => return Err(exit::locked(e.to_string()).into()),
+            Err(e) => Err(anyhow::Error::new(e).context(what())),
+        },
     };
-    snapshot_one(env, job)
+    let outcome = unattended::Outcome::start(job);
+    let (result, lock) = match lock {
+        Ok(lock) => (snapshot_one(env, job), Some(lock)),
+        Err(e) => (Err(e), None),
+    };
+    outcome.finish(job, &result);
+    drop(lock);
+    result
 }
 
 fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {

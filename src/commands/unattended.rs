@@ -1,0 +1,55 @@
+//! What surrounds a job when nobody is watching: the `on_success`/`on_failure` hooks.
+//! They cannot change a job's result; their own trouble is logged as a warning.
+
+use super::snapshot::{Job, Taken};
+use crate::hooks;
+use anyhow::Result;
+use std::time::Instant;
+
+/// A job in progress, as its reports see it.
+pub struct Outcome {
+    started: Instant,
+}
+
+impl Outcome {
+    /// Starts the clock.
+    pub fn start(_job: &Job) -> Outcome {
+        Outcome {
+            started: Instant::now(),
+        }
+    }
+
+    /// Reports the result: runs the hook.
+    pub fn finish(self, job: &Job, result: &Result<Taken>) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let mut vars = vec![
+            ("SQLBAK_NAME", job.name.clone()),
+            ("SQLBAK_DB", job.path.display().to_string()),
+            ("SQLBAK_DEST", job.opts.dest.clone()),
+            ("SQLBAK_DURATION", format!("{seconds:.3}")),
+        ];
+        let hook = match result {
+            Ok(t) => {
+                vars.push(("SQLBAK_STATUS", "success".into()));
+                vars.push(("SQLBAK_KEY", t.key.clone()));
+                vars.push(("SQLBAK_SIZE", t.size.to_string()));
+                job.opts.on_success.as_deref().map(|c| ("on_success", c))
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                vars.push(("SQLBAK_STATUS", "failure".into()));
+                vars.push(("SQLBAK_ERROR", error));
+                job.opts.on_failure.as_deref().map(|c| ("on_failure", c))
+            }
+        };
+        if let Some((which, command)) = hook {
+            match hooks::run(command, &vars, hooks::HOOK_TIMEOUT) {
+                Ok(()) => tracing::debug!("{}: {which} hook succeeded", job.name),
+                Err(e) => tracing::warn!(
+                    "{}: the {which} hook `{command}` did not succeed: {e}; the snapshot's result is not affected",
+                    job.name
+                ),
+            }
+        }
+    }
+}
