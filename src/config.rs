@@ -118,7 +118,7 @@ pub struct Options {
     pub on_failure: Option<String>,
 
     /// healthchecks.io-style URL pinged at start (URL/start), success (URL) and
-    /// failure (URL/fail).
+    /// failure (URL/fail, the error as the body). A failed ping is only a warning.
     #[arg(long, value_name = "URL", help_heading = "Running unattended")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ping_url: Option<String>,
@@ -252,6 +252,9 @@ impl Options {
                 "no destination: pass --dest DIR (or set dest in the config file)"
             ));
         };
+        if let Some(url) = &self.ping_url {
+            crate::ping::check_url(url).map_err(|e| crate::exit::usage(e.to_string()))?;
+        }
         Ok(Resolved {
             dest,
             method: self.method.unwrap_or_default(),

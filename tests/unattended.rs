@@ -1,4 +1,5 @@
-//! Running unattended: the per-database lock and hooks, through the real binary.
+//! Running unattended: the per-database lock, hooks and pings to a local HTTP server,
+//! through the real binary.
 
 mod common;
 
@@ -6,8 +7,12 @@ use common::*;
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Kills and reaps a child process when dropped, so no test leaves one behind.
@@ -277,4 +282,237 @@ fn a_failing_hook_never_changes_the_result() {
         err.contains("on_failure hook") && err.contains("does not exist"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Pings
+
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+    body: String,
+}
+
+/// A tiny HTTP server on 127.0.0.1 that records every request; `status` picks the answer
+/// for a path. Stopped and joined when dropped.
+struct PingServer {
+    port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PingServer {
+    fn start(status: fn(&str) -> u16) -> PingServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reqs, stopped) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                if let Some(req) = serve(stream, status) {
+                    reqs.lock().unwrap().push(req);
+                }
+            }
+        });
+        PingServer {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(stream: TcpStream, status: fn(&str) -> u16) -> Option<Request> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = header.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    let code = status(&path);
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
+    );
+    Some(Request {
+        method,
+        path,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// `sqlbak` without proxy settings from the environment, so pings go straight to
+/// 127.0.0.1.
+fn sqlbak_direct() -> assert_cmd::Command {
+    let mut cmd = sqlbak();
+    for var in [
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[test]
+fn pings_report_start_and_success_or_failure() {
+    let server = PingServer::start(|_| 200);
+    let (dir, db, dest) = setup();
+    let out = sqlbak_direct()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .arg("--ping-url")
+        .arg(server.url("/ping/abc"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reqs = server.requests();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/ping/abc/start", "/ping/abc"]);
+    assert!(reqs.iter().all(|r| r.method == "POST"));
+    assert!(reqs[1].body.contains("app/app-"), "{:?}", reqs[1]);
+
+    let bad = dir.path().join("bad.db");
+    fs::write(&bad, "not a database").unwrap();
+    let out = sqlbak_direct()
+        .args(["snapshot", "--db"])
+        .arg(&bad)
+        .arg("--dest")
+        .arg(&dest)
+        .arg("--ping-url")
+        .arg(server.url("/ping/abc/"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let reqs = server.requests();
+    let paths: Vec<&str> = reqs[2..].iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/ping/abc/start", "/ping/abc/fail"]);
+    assert!(
+        reqs[3].body.contains("is not a SQLite database") && reqs[3].body.contains("bad.db"),
+        "{:?}",
+        reqs[3]
+    );
+}
+
+#[test]
+fn ping_trouble_is_a_warning_not_a_failure() {
+    // The success ping keeps failing with 503: retried, then given up with a warning.
+    let server = PingServer::start(|path| if path.ends_with("/start") { 200 } else { 503 });
+    let (_dir, db, dest) = setup();
+    let out = sqlbak_direct()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .arg("--ping-url")
+        .arg(server.url("/p/secret-uuid"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("success ping") && err.contains("503"), "{err}");
+    assert!(
+        !err.contains("secret-uuid"),
+        "the ping path is not logged: {err}"
+    );
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/p/secret-uuid/start",
+            "/p/secret-uuid",
+            "/p/secret-uuid",
+            "/p/secret-uuid"
+        ]
+    );
+
+    // Nobody listening at all.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = sqlbak_direct()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .arg("--ping-url")
+        .arg(format!("http://127.0.0.1:{port}/p"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("start ping") && err.contains("success ping"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_malformed_ping_url_is_a_usage_error() {
+    let (_dir, db, dest) = setup();
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .args(["--ping-url", "hc-ping.com/uuid"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("http://"), "{}", stderr(&out));
+    assert!(snapshot_files(&dest).is_empty());
 }

@@ -1,25 +1,37 @@
-//! What surrounds a job when nobody is watching: the `on_success`/`on_failure` hooks.
-//! They cannot change a job's result; their own trouble is logged as a warning.
+//! What surrounds a job when nobody is watching: the start/success/failure pings and the
+//! `on_success`/`on_failure` hooks. Neither can change a job's result; their own trouble
+//! is logged as a warning.
 
 use super::snapshot::{Job, Taken};
 use crate::hooks;
+use crate::ping::{Event, Pinger};
 use anyhow::Result;
 use std::time::Instant;
 
 /// A job in progress, as its reports see it.
 pub struct Outcome {
     started: Instant,
+    pinger: Option<Pinger>,
 }
 
 impl Outcome {
-    /// Starts the clock.
-    pub fn start(_job: &Job) -> Outcome {
+    /// Sends the start ping (if a ping URL is set) and starts the clock.
+    pub fn start(job: &Job) -> Outcome {
+        let pinger = job
+            .opts
+            .ping_url
+            .as_deref()
+            .map(|url| Pinger::new(url, &job.name));
+        if let Some(p) = &pinger {
+            p.ping(Event::Start, "");
+        }
         Outcome {
             started: Instant::now(),
+            pinger,
         }
     }
 
-    /// Reports the result: runs the hook.
+    /// Reports the result: the ping, then the hook.
     pub fn finish(self, job: &Job, result: &Result<Taken>) {
         let seconds = self.started.elapsed().as_secs_f64();
         let mut vars = vec![
@@ -30,6 +42,12 @@ impl Outcome {
         ];
         let hook = match result {
             Ok(t) => {
+                if let Some(p) = &self.pinger {
+                    p.ping(
+                        Event::Success,
+                        &format!("stored {} ({} bytes) in {seconds:.1}s", t.key, t.size),
+                    );
+                }
                 vars.push(("SQLBAK_STATUS", "success".into()));
                 vars.push(("SQLBAK_KEY", t.key.clone()));
                 vars.push(("SQLBAK_SIZE", t.size.to_string()));
@@ -37,6 +55,9 @@ impl Outcome {
             }
             Err(e) => {
                 let error = format!("{e:#}");
+                if let Some(p) = &self.pinger {
+                    p.ping(Event::Failure, &error);
+                }
                 vars.push(("SQLBAK_STATUS", "failure".into()));
                 vars.push(("SQLBAK_ERROR", error));
                 job.opts.on_failure.as_deref().map(|c| ("on_failure", c))
