@@ -123,7 +123,8 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ping_url: Option<String>,
 
-    /// Write Prometheus textfile-collector metrics for each database to this file.
+    /// Write Prometheus textfile-collector metrics for each database to this file
+    /// (updated atomically; other databases' series are kept).
     #[arg(long, value_name = "PATH", help_heading = "Running unattended")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_file: Option<PathBuf>,

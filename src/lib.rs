@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod host;
 pub mod image;
 pub mod lock;
+pub mod metrics;
 pub mod ping;
 pub mod retention;
 pub mod storage;

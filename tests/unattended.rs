@@ -1,5 +1,5 @@
-//! Running unattended: the per-database lock, hooks and pings to a local HTTP server,
-//! through the real binary.
+//! Running unattended: the per-database lock, hooks, pings to a local HTTP server and the
+//! metrics file, all through the real binary.
 
 mod common;
 
@@ -43,69 +43,6 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
 
 // ---------------------------------------------------------------------------------------
 // The lock
-
-#[test]
-fn a_held_lock_turns_runs_away_with_4_and_waiting_runs_go_on_once_released() {
-    let (dir, db, dest) = setup();
-    // Hold the database's lock the way another run would.
-    let lock = fs::File::create(dir.path().join(".app.db.sqlbak-lock")).unwrap();
-    let held = Flock::lock(lock, FlockArg::LockExclusiveNonblock).unwrap();
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest)
-        .output()
-        .unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(
-        err.contains("another sqlbak run holds the lock on")
-            && err.contains(".app.db.sqlbak-lock")
-            && err.contains("--wait"),
-        "{err}"
-    );
-    assert!(snapshot_files(&dest).is_empty());
-
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(1));
-        drop(held);
-    });
-    let started = Instant::now();
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest)
-        .args(["--wait", "60s"])
-        .output()
-        .unwrap();
-    releaser.join().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(started.elapsed() >= Duration::from_millis(900));
-    assert_eq!(snapshot_files(&dest).len(), 1);
-
-    // Too short a wait: still turned away, and told how long it waited.
-    let _held = Flock::lock(
-        fs::File::open(dir.path().join(".app.db.sqlbak-lock")).unwrap(),
-        FlockArg::LockExclusiveNonblock,
-    )
-    .unwrap();
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest)
-        .args(["--wait", "300ms"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(4));
-    assert!(
-        stderr(&out).contains("after waiting 300ms"),
-        "{}",
-        stderr(&out)
-    );
-}
 
 #[test]
 fn overlapping_runs_of_one_database_exclude_each_other() {
@@ -169,6 +106,73 @@ fn overlapping_runs_of_one_database_exclude_each_other() {
         b"",
         "the holder line is cleared on release"
     );
+}
+
+#[test]
+fn a_locked_database_exits_4_without_hooks_pings_or_metrics() {
+    let (dir, db, dest) = setup();
+    let other = dir.path().join("other.db");
+    make_db(&other, "delete", 10);
+    let hook_out = dir.path().join("hook-ran");
+    let metrics = dir.path().join("sqlbak.prom");
+    let config = dir.path().join("sqlbak.toml");
+    fs::write(
+        &config,
+        format!(
+            "dest = {:?}\nmetrics_file = {:?}\non_failure = \"touch '{}'\"\n\
+             [[databases]]\npath = {:?}\n[[databases]]\npath = {:?}\n",
+            dest.display().to_string(),
+            metrics.display().to_string(),
+            hook_out.display(),
+            db.display().to_string(),
+            other.display().to_string(),
+        ),
+    )
+    .unwrap();
+    // Hold both databases' locks the way another run would.
+    let hold = |db: &Path| {
+        let lock = db.with_file_name(format!(
+            ".{}.sqlbak-lock",
+            db.file_name().unwrap().to_str().unwrap()
+        ));
+        let f = fs::File::create(lock).unwrap();
+        Flock::lock(f, FlockArg::LockExclusiveNonblock).unwrap()
+    };
+    let held = (hold(&db), hold(&other));
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshot")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("holds the lock on") && err.contains("2 of 2 databases were locked"),
+        "{err}"
+    );
+    assert!(!hook_out.exists(), "contention is not a failure to report");
+    assert!(!metrics.exists());
+
+    // With one lock released that database is snapshotted; the other is still held, so the
+    // run still exits 4.
+    drop(held.1);
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshot")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(snapshot_files(&dest).len(), 1);
+    drop(held.0);
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshot")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -515,4 +519,171 @@ fn a_malformed_ping_url_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("http://"), "{}", stderr(&out));
     assert!(snapshot_files(&dest).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+
+/// The metrics text with every timestamp checked to lie within `range` and replaced by
+/// `T`, and every duration checked to be plausible and replaced by `D`.
+fn normalized(text: &str, range: (i64, i64)) -> String {
+    text.lines()
+        .map(|line| {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                return line.to_string();
+            };
+            if line.starts_with('#') {
+                line.to_string()
+            } else if series.contains("_timestamp_seconds") && value != "0" {
+                let t: i64 = value.parse().unwrap();
+                assert!(range.0 <= t && t <= range.1, "{line}");
+                format!("{series} T")
+            } else if series.starts_with("sqlbak_last_duration_seconds") {
+                let d: f64 = value.parse().unwrap();
+                assert!((0.0..60.0).contains(&d), "{line}");
+                format!("{series} D")
+            } else {
+                line.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn metrics_file_tracks_every_database_across_runs() {
+    let (dir, db, dest) = setup();
+    let other = dir.path().join("other.db");
+    make_db(&other, "delete", 10);
+    let metrics = dir.path().join("textfile").join("sqlbak.prom");
+    fs::create_dir(metrics.parent().unwrap()).unwrap();
+    let config = dir.path().join("sqlbak.toml");
+    fs::write(
+        &config,
+        format!(
+            "dest = {:?}\nmetrics_file = {:?}\n[[databases]]\npath = {:?}\n[[databases]]\npath = {:?}\n",
+            dest.display().to_string(),
+            metrics.display().to_string(),
+            db.display().to_string(),
+            other.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let t0 = now();
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sizes: Vec<u64> = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["size"].as_u64().unwrap())
+        .collect();
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        normalized(&text, (t0, now())),
+        format!(
+            "\
+# HELP sqlbak_last_success_timestamp_seconds Unix time of the last successful snapshot (0: none since a failure was recorded).
+# TYPE sqlbak_last_success_timestamp_seconds gauge
+sqlbak_last_success_timestamp_seconds{{name=\"app\"}} T
+sqlbak_last_success_timestamp_seconds{{name=\"other\"}} T
+# HELP sqlbak_last_run_timestamp_seconds Unix time the last snapshot run finished, successful or not.
+# TYPE sqlbak_last_run_timestamp_seconds gauge
+sqlbak_last_run_timestamp_seconds{{name=\"app\"}} T
+sqlbak_last_run_timestamp_seconds{{name=\"other\"}} T
+# HELP sqlbak_last_duration_seconds Seconds the last successful snapshot (and prune) took.
+# TYPE sqlbak_last_duration_seconds gauge
+sqlbak_last_duration_seconds{{name=\"app\"}} D
+sqlbak_last_duration_seconds{{name=\"other\"}} D
+# HELP sqlbak_last_size_bytes Bytes stored by the last successful snapshot (compressed, encrypted if so).
+# TYPE sqlbak_last_size_bytes gauge
+sqlbak_last_size_bytes{{name=\"app\"}} {}
+sqlbak_last_size_bytes{{name=\"other\"}} {}
+# HELP sqlbak_failures_total Failed snapshot runs.
+# TYPE sqlbak_failures_total counter
+sqlbak_failures_total{{name=\"app\"}} 0
+sqlbak_failures_total{{name=\"other\"}} 0
+",
+            sizes[0], sizes[1]
+        )
+    );
+    let before: BTreeMap<&str, &str> = text
+        .lines()
+        .filter(|l| l.contains("name=\"app\""))
+        .filter_map(|l| l.rsplit_once(' '))
+        .collect();
+
+    // The other database breaks: only its failure counter and run time move.
+    fs::write(&other, "no longer a database").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--name", "other"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text2 = fs::read_to_string(&metrics).unwrap();
+    let after: BTreeMap<&str, &str> = text2
+        .lines()
+        .filter(|l| l.contains("name=\"app\""))
+        .filter_map(|l| l.rsplit_once(' '))
+        .collect();
+    assert_eq!(before, after, "app's series are kept as they were");
+    let value = |series: &str| {
+        text2
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{series} missing from\n{text2}"))
+    };
+    assert_eq!(value("sqlbak_failures_total{name=\"other\"}"), "1");
+    assert_eq!(
+        value("sqlbak_last_size_bytes{name=\"other\"}"),
+        sizes[1].to_string()
+    );
+    let last_success: i64 = value("sqlbak_last_success_timestamp_seconds{name=\"other\"}")
+        .parse()
+        .unwrap();
+    let last_run: i64 = value("sqlbak_last_run_timestamp_seconds{name=\"other\"}")
+        .parse()
+        .unwrap();
+    assert!(last_run > last_success, "{text2}");
+    // Only the file and its lock are in the directory: no temporaries.
+    let mut names: Vec<String> = fs::read_dir(metrics.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".sqlbak.prom.lock", "sqlbak.prom"]);
+}
+
+#[test]
+fn an_unwritable_metrics_file_is_a_warning() {
+    let (dir, db, dest) = setup();
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .arg("--metrics-file")
+        .arg(dir.path().join("no-such-dir").join("sqlbak.prom"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("cannot update the metrics file"), "{err}");
+    assert_eq!(snapshot_files(&dest).len(), 1);
 }

@@ -203,8 +203,8 @@ pub fn default_name(path: &std::path::Path) -> Result<String> {
 /// this is where per-database locking, hooks, pings and metrics wrap the snapshot.
 ///
 /// A run that finds the database locked by another run (exit code 4) does nothing else:
-/// no hooks or pings, since the holder reports its own outcome. Everything else,
-/// including a database that is missing, is a failure that the hooks and pings see.
+/// no hooks, pings or metrics, since the holder reports its own outcome. Everything else,
+/// including a database that is missing, is a failure that the hooks, pings and metrics see.
 pub fn run_one(env: &Env, job: &Job) -> Result<Taken> {
     let what = || format!("snapshot of {} to {}", job.path.display(), job.opts.dest);
     let lock = match capture::check_source(&job.path) {

@@ -1,9 +1,10 @@
-//! What surrounds a job when nobody is watching: the start/success/failure pings and the
-//! `on_success`/`on_failure` hooks. Neither can change a job's result; their own trouble
-//! is logged as a warning.
+//! What surrounds a job when nobody is watching: the start/success/failure pings, the
+//! `on_success`/`on_failure` hooks and the metrics file. None of them can change a job's
+//! result; their own trouble is logged as a warning.
 
 use super::snapshot::{Job, Taken};
 use crate::hooks;
+use crate::metrics;
 use crate::ping::{Event, Pinger};
 use anyhow::Result;
 use std::time::Instant;
@@ -31,9 +32,19 @@ impl Outcome {
         }
     }
 
-    /// Reports the result: the ping, then the hook.
+    /// Reports the result: metrics, then the ping, then the hook.
     pub fn finish(self, job: &Job, result: &Result<Taken>) {
         let seconds = self.started.elapsed().as_secs_f64();
+        let now = chrono::Utc::now().timestamp();
+        if let Some(path) = &job.opts.metrics_file {
+            let updated = metrics::update(path, |m| match result {
+                Ok(t) => m.record_success(&job.name, now, seconds, t.size),
+                Err(_) => m.record_failure(&job.name, now),
+            });
+            if let Err(e) = updated {
+                tracing::warn!("{}: cannot update the metrics file: {e}", job.name);
+            }
+        }
         let mut vars = vec![
             ("SQLBAK_NAME", job.name.clone()),
             ("SQLBAK_DB", job.path.display().to_string()),
