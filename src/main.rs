@@ -33,6 +33,9 @@ fn main() {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if let Command::Completions(a) = &cli.command {
+        return commands::completions::run(a);
+    }
     let config = match &cli.global.config {
         Some(path) => Some(
             ConfigFile::load(path)
@@ -46,6 +49,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Restore(a) => a.json,
         Command::Verify(a) => a.json,
         Command::Prune(a) => a.json,
+        Command::Completions(_) => false,
     };
     let env = Env {
         config,
@@ -57,5 +61,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Restore(a) => commands::restore::run(&env, a),
         Command::Verify(a) => commands::verify::run(&env, a),
         Command::Prune(a) => commands::prune::run(&env, a),
+        Command::Completions(a) => commands::completions::run(a),
     }
 }

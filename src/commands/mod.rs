@@ -1,5 +1,6 @@
 //! One module per subcommand: orchestration only, the work lives in the modules they call.
 
+pub mod completions;
 pub mod list;
 pub mod prune;
 pub mod restore;
