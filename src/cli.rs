@@ -124,6 +124,20 @@ if either does.")]
   sqlbak verify --dest /backups               # the newest snapshot of each database
   sqlbak verify --dest /backups --name app --all --json")]
     Verify(VerifyArgs),
+    /// Print a shell completion script to stdout.
+    #[command(after_help = "Examples:
+  sqlbak completions bash > /etc/bash_completion.d/sqlbak
+  sqlbak completions zsh > ~/.zfunc/_sqlbak     # with fpath+=(~/.zfunc) in ~/.zshrc
+  sqlbak completions fish > ~/.config/fish/completions/sqlbak.fish")]
+    Completions(CompletionsArgs),
+}
+
+/// `sqlbak completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `sqlbak snapshot`.

@@ -105,25 +105,27 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait: Option<HumanDuration>,
 
-    /// Shell command run after a successful snapshot (environment: SQLBAK_NAME, SQLBAK_KEY,
-    /// SQLBAK_DEST, SQLBAK_SIZE, SQLBAK_DURATION).
+    /// Shell command (sh -c) run after a successful snapshot, with SQLBAK_STATUS=success,
+    /// SQLBAK_NAME, SQLBAK_DB, SQLBAK_DEST, SQLBAK_KEY, SQLBAK_SIZE (bytes stored) and
+    /// SQLBAK_DURATION (seconds). Its failure is only a warning; it is stopped after 60s.
     #[arg(long, value_name = "COMMAND", help_heading = "Running unattended")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_success: Option<String>,
 
-    /// Shell command run after a failed snapshot (environment: SQLBAK_NAME, SQLBAK_DEST,
-    /// SQLBAK_DURATION, SQLBAK_ERROR).
+    /// Shell command (sh -c) run after a failed snapshot, with SQLBAK_STATUS=failure,
+    /// SQLBAK_NAME, SQLBAK_DB, SQLBAK_DEST, SQLBAK_DURATION and SQLBAK_ERROR.
     #[arg(long, value_name = "COMMAND", help_heading = "Running unattended")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<String>,
 
     /// healthchecks.io-style URL pinged at start (URL/start), success (URL) and
-    /// failure (URL/fail).
+    /// failure (URL/fail, the error as the body). A failed ping is only a warning.
     #[arg(long, value_name = "URL", help_heading = "Running unattended")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ping_url: Option<String>,
 
-    /// Write Prometheus textfile-collector metrics for each database to this file.
+    /// Write Prometheus textfile-collector metrics for each database to this file
+    /// (updated atomically; other databases' series are kept).
     #[arg(long, value_name = "PATH", help_heading = "Running unattended")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_file: Option<PathBuf>,
@@ -261,6 +263,9 @@ impl Options {
                 "no destination: pass --dest DIR (or set dest in the config file)"
             ));
         };
+        if let Some(url) = &self.ping_url {
+            crate::ping::check_url(url).map_err(|e| crate::exit::usage(e.to_string()))?;
+        }
         Ok(Resolved {
             dest,
             method: self.method.unwrap_or_default(),

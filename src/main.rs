@@ -36,6 +36,9 @@ fn main() {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if let Command::Completions(a) = &cli.command {
+        return commands::completions::run(a);
+    }
     let config = match &cli.global.config {
         Some(path) => Some(
             ConfigFile::load(path)
@@ -51,6 +54,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Prune(a) => a.json,
         Command::Check(a) => a.json,
         Command::Run(_) | Command::Schedule(_) => true,
+        Command::Completions(_) => false,
     };
     let env = Env {
         config,
@@ -65,5 +69,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Check(a) => commands::check::run(&env, a),
         Command::Schedule(a) => commands::schedule::run(a),
         Command::Run(a) => commands::run::run(env, a),
+        Command::Completions(a) => commands::completions::run(a),
     }
 }

@@ -1,12 +1,14 @@
 //! One module per subcommand: orchestration only, the work lives in the modules they call.
 
 pub mod check;
+pub mod completions;
 pub mod list;
 pub mod prune;
 pub mod restore;
 pub mod run;
 pub mod schedule;
 pub mod snapshot;
+pub mod unattended;
 pub mod verify;
 
 use crate::catalog::{self, Snapshot};

@@ -1,6 +1,6 @@
 //! `sqlbak snapshot`: capture → compress → store, for one database or every configured one.
 
-use super::{Env, rfc3339};
+use super::{Env, rfc3339, unattended};
 use crate::capture::{self, CaptureOptions};
 use crate::catalog::{self, SnapshotKey};
 use crate::cli::SnapshotArgs;
@@ -9,6 +9,7 @@ use crate::config::Resolved;
 use crate::encryption::Recipients;
 use crate::exit;
 use crate::host;
+use crate::lock::DatabaseLock;
 use crate::storage::{self, ObjectMeta, Storage};
 use anyhow::{Context, Result, bail};
 use chrono::{SubsecRound, Utc};
@@ -57,7 +58,7 @@ pub struct Taken {
 pub fn run(env: &Env, args: &SnapshotArgs) -> Result<()> {
     let jobs = plan(env, args)?;
     let mut taken = Vec::new();
-    let mut failed = 0usize;
+    let (mut failed, mut locked) = (0usize, 0usize);
     for job in &jobs {
         match run_one(env, job) {
             Ok(t) => {
@@ -74,6 +75,7 @@ pub fn run(env: &Env, args: &SnapshotArgs) -> Result<()> {
             }
             Err(e) => {
                 failed += 1;
+                locked += usize::from(exit::code_of(&e) == exit::LOCKED);
                 if jobs.len() > 1 {
                     tracing::error!("{}: {e:#}", job.name);
                 } else {
@@ -84,6 +86,12 @@ pub fn run(env: &Env, args: &SnapshotArgs) -> Result<()> {
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&taken)?);
+    }
+    if failed > 0 && failed == locked {
+        bail!(exit::locked(format!(
+            "{failed} of {} databases were locked by another run (see above)",
+            jobs.len()
+        )));
     }
     if failed > 0 {
         bail!("{failed} of {} snapshots failed (see above)", jobs.len());
@@ -193,8 +201,28 @@ pub fn default_name(path: &std::path::Path) -> Result<String> {
 
 /// Runs one job the way every caller (the `snapshot` command and the `run` daemon) must:
 /// this is where per-database locking, hooks, pings and metrics wrap the snapshot.
+///
+/// A run that finds the database locked by another run (exit code 4) does nothing else:
+/// no hooks, pings or metrics, since the holder reports its own outcome. Everything else,
+/// including a database that is missing, is a failure that the hooks, pings and metrics see.
 pub fn run_one(env: &Env, job: &Job) -> Result<Taken> {
-    snapshot_one(env, job)
+    let what = || format!("snapshot of {} to {}", job.path.display(), job.opts.dest);
+    let lock = match capture::check_source(&job.path) {
+        Err(e) => Err(anyhow::Error::new(e).context(what())),
+        Ok(()) => match DatabaseLock::acquire(&job.path, job.opts.wait) {
+            Ok(lock) => Ok(lock),
+            Err(e) if e.is_held() => return Err(exit::locked(e.to_string()).into()),
+            Err(e) => Err(anyhow::Error::new(e).context(what())),
+        },
+    };
+    let outcome = unattended::Outcome::start(job);
+    let (result, lock) = match lock {
+        Ok(lock) => (snapshot_one(env, job), Some(lock)),
+        Err(e) => (Err(e), None),
+    };
+    outcome.finish(job, &result);
+    drop(lock);
+    result
 }
 
 fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
