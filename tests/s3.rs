@@ -555,3 +555,59 @@ fn clear_errors_for_bad_destinations() {
         assert!(stderr(&out).contains(says), "{url}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn prune_on_s3_keeps_the_policy_and_never_touches_foreign_objects() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let url = server.url("p");
+    let store = server.storage("p");
+    timeline(
+        dir.path(),
+        &store,
+        &[
+            "20240101T060000Z",
+            "20240101T180000Z",
+            "20240102T060000Z",
+            "20240102T180000Z",
+            "20240103T060000Z",
+        ],
+    );
+    // Foreign objects under the prefix: never listed, never pruned.
+    for key in [
+        "app/README.txt",
+        "app/app-20200101T000000Z.sqlite3",
+        "notes.txt",
+    ] {
+        let mut w = store.create(key, &ObjectMeta::default()).unwrap();
+        w.write_all(b"not a snapshot").unwrap();
+        w.commit().unwrap();
+    }
+    let policy = ["--name", "app", "--keep-daily", "2", "--keep-last", "1"];
+    let dry = run(&[
+        &["prune", "--dry-run", "--json", "--dest", &url][..],
+        &policy[..],
+    ]
+    .concat());
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert_eq!(server.raw_keys().len(), 8, "a dry run deletes nothing");
+    let real = run(&[&["prune", "--json", "--dest", &url][..], &policy[..]].concat());
+    assert!(real.status.success(), "{}", stderr(&real));
+    assert_eq!(
+        json(&real),
+        json(&dry),
+        "the real run carries out the dry run's plan"
+    );
+    let mut left = server.raw_keys();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "p/app/README.txt",
+            "p/app/app-20200101T000000Z.sqlite3",
+            "p/app/app-20240102T180000Z.sqlite3.gz",
+            "p/app/app-20240103T060000Z.sqlite3.gz",
+            "p/notes.txt",
+        ]
+    );
+}
