@@ -135,8 +135,10 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const PAGES_PER_STEP: i32 = 4096;
 const CAPTURE_DIR_PREFIX: &str = "sqlbak-capture-";
 
-/// Checks that `path` is an existing, non-empty SQLite database file.
-pub fn check_source(path: &Path) -> Result<(), CaptureError> {
+/// Checks that `path` exists and is a regular file, without opening it: closing any
+/// descriptor of a database drops every POSIX lock this process holds on it, including
+/// SQLite's, so nothing may open the file before the per-database lock is held.
+pub fn check_exists(path: &Path) -> Result<fs::Metadata, CaptureError> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -152,6 +154,12 @@ pub fn check_source(path: &Path) -> Result<(), CaptureError> {
     if !meta.is_file() {
         return Err(CaptureError::NotAFile(path.into()));
     }
+    Ok(meta)
+}
+
+/// Checks that `path` is an existing, non-empty SQLite database file.
+pub fn check_source(path: &Path) -> Result<(), CaptureError> {
+    let meta = check_exists(path)?;
     if meta.len() == 0 {
         return Err(CaptureError::Empty(path.into()));
     }
@@ -236,7 +244,7 @@ fn copy_image(
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut src = Connection::open_with_flags(source, flags)?;
     src.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-    BUSY_DEADLINE.with(|d| d.set(Instant::now() + opts.busy_timeout));
+    BUSY_DEADLINE.with(|d| d.set(deadline_after(opts.busy_timeout)));
     src.busy_handler(Some(retry_until_deadline))?;
 
     let taken_at = match opts.method {
@@ -295,6 +303,14 @@ fn retry_until_deadline(_attempt: i32) -> bool {
     }
     std::thread::sleep(Duration::from_millis(1));
     true
+}
+
+/// `now + timeout`, saturating at a century for absurd timeouts instead of panicking.
+pub fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86400)))
+        .unwrap_or(now)
 }
 
 fn classify(e: rusqlite::Error, source: &Path, opts: &CaptureOptions) -> CaptureError {

@@ -98,7 +98,7 @@ The newest snapshot is always kept; a policy with no rule is an error.")]
   sqlbak run --config /etc/sqlbak.toml
 
 Each [[databases]] entry (or the top level) sets `schedule` (a crontab expression, read in
-`timezone`, default UTC) or `interval` (e.g. \"15m\", anchored at midnight UTC). SIGTERM or
+`timezone`, default UTC) or `interval` (e.g. \"15m\", anchored at the Unix epoch). SIGTERM or
 SIGINT stops taking new work, lets running snapshots finish and exits 0 (a second signal
 abandons them; nothing partial is ever listed). SIGHUP reloads the config.")]
     Run(RunArgs),

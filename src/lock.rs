@@ -93,7 +93,7 @@ impl FileLock {
         what: &str,
         wait: Duration,
     ) -> Result<FileLock, LockError> {
-        let deadline = Instant::now() + wait;
+        let deadline = crate::capture::deadline_after(wait);
         let mut announced = false;
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

@@ -307,3 +307,86 @@ fn config_retention_per_database() {
         "keep_daily 3 for other, plus keep_last 1 (the newest, already a daily)"
     );
 }
+
+#[test]
+fn snapshot_never_prunes_the_snapshot_it_just_stored() {
+    let dir = TempDir::new().unwrap();
+    // A snapshot dated in the future (a clock that was once wrong) is the "newest".
+    let dest = timeline(dir.path(), "app", &["20990101T000000Z".to_string()]);
+    let out = sqlbak()
+        .args(["snapshot", "--db"])
+        .arg(dir.path().join("app.db"))
+        .arg("--dest")
+        .arg(&dest)
+        .args(["--keep-last", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("just stored"), "{}", stderr(&out));
+    assert_eq!(snapshot_files(&dest).len(), 2, "both kept: nothing deleted");
+}
+
+#[test]
+fn snapshot_with_config_layers_keep_flags_and_prune_skips_databases_without_rules() {
+    let dir = TempDir::new().unwrap();
+    let dest = timeline(dir.path(), "app", &twice_daily(3));
+    let other = dir.path().join("other.db");
+    make_db(&other, "wal", 3);
+    snapshot(&other, &dest);
+    snapshot(&other, &dest);
+    let config = dir.path().join("sqlbak.toml");
+    fs::write(
+        &config,
+        format!(
+            "dest = {:?}\n[[databases]]\npath = {:?}\n[[databases]]\npath = {:?}\n",
+            dest.display().to_string(),
+            dir.path().join("app.db").display().to_string(),
+            other.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let count = |name: &str| {
+        snapshot_files(&dest)
+            .iter()
+            .filter(|p| p.to_str().unwrap().contains(&format!("/{name}/")))
+            .count()
+    };
+    // --keep-* on the command line applies to every configured database.
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .args(["snapshot", "--name", "app", "--keep-last", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(count("app"), 2);
+
+    // prune --config: a database without rules is kept whole, the others are pruned.
+    fs::write(
+        &config,
+        format!(
+            "dest = {:?}\n[[databases]]\npath = {:?}\n[databases.retention]\nkeep_last = 1\n[[databases]]\npath = {:?}\n",
+            dest.display().to_string(),
+            dir.path().join("app.db").display().to_string(),
+            other.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .arg("prune")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(count("app"), 1);
+    assert_eq!(count("other"), 2, "no rules: every snapshot kept");
+    // Asking for that database by name is still an error.
+    let out = sqlbak()
+        .arg("--config")
+        .arg(&config)
+        .args(["prune", "--name", "other"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

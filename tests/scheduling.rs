@@ -311,3 +311,40 @@ fn daemon_needs_a_schedule() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("minute field"), "{}", stderr(&out));
 }
+
+/// One database with a local and an offsite destination: both fire together, the daemon
+/// runs them one after the other (never two runs on one file at once), and both get done.
+#[test]
+fn daemon_runs_two_destinations_of_one_database_in_turn() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 2000);
+    let local = dir.path().join("local");
+    let offsite = dir.path().join("offsite");
+    let config = dir.path().join("sqlbak.toml");
+    fs::write(
+        &config,
+        format!(
+            "interval = \"1s\"\n[[databases]]\npath = {db:?}\ndest = {:?}\n[[databases]]\npath = {db:?}\ndest = {:?}\n",
+            local.display().to_string(),
+            offsite.display().to_string(),
+            db = db.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = start_daemon(&config);
+    wait_until(
+        "snapshots in both destinations",
+        Duration::from_secs(30),
+        || count_in(&local, "app") >= 2 && count_in(&offsite, "app") >= 2,
+    );
+    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    let status = daemon.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut log = String::new();
+    std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(
+        !log.contains("failed"),
+        "no run was turned away by the lock: {log}"
+    );
+}

@@ -115,7 +115,7 @@ fn judge(t: &Target, newest: Option<&Snapshot>, args: &CheckArgs, now: DateTime<
     if let Some(schedule) = &t.schedule {
         let grace = chrono::Duration::from_std(args.grace.0).unwrap_or(chrono::Duration::zero());
         if let Some(slot) = schedule.next_after(newest.key.time)
-            && slot + grace <= now
+            && slot.checked_add_signed(grace).is_some_and(|due| due <= now)
         {
             o.ok = false;
             o.status = "missed";

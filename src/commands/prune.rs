@@ -28,12 +28,15 @@ pub struct PruneOutcome {
 
 /// Plans and (unless `dry_run`) deletes for one database. Only keys that parse as this
 /// database's snapshot keys are ever considered, so foreign objects are never touched.
+/// `must_keep` names a snapshot that may not be removed (the one just stored): a plan
+/// that would remove it deletes nothing.
 pub fn prune_one(
     store: &dyn Storage,
     name: &str,
     snapshots: Vec<Snapshot>,
     policy: &RetentionPolicy,
     dry_run: bool,
+    must_keep: Option<&str>,
 ) -> Result<PruneOutcome> {
     let plan = retention::plan(&snapshots, |s| s.key.time, policy)
         .map_err(|e| exit::usage(format!("{name}: {e}")))?;
@@ -41,6 +44,13 @@ pub fn prune_one(
         .removed()
         .map(|d| snapshots[d.index].key.key())
         .collect();
+    if let Some(keep) = must_keep
+        && doomed.iter().any(|k| k == keep)
+    {
+        bail!(
+            "not pruning {name}: the policy would remove {keep}, the snapshot just stored, because a newer-dated snapshot exists; check the system clock and the snapshots dated in the future"
+        );
+    }
     let mut deleted = Vec::new();
     let mut failed = Vec::new();
     if !dry_run {
@@ -108,8 +118,22 @@ fn targets(env: &Env, args: &PruneArgs) -> Result<Vec<Target>> {
 
 /// Runs `sqlbak prune`.
 pub fn run(env: &Env, args: &PruneArgs) -> Result<()> {
-    let targets = targets(env, args)?;
-    // Refuse an empty policy before touching any storage.
+    let mut targets = targets(env, args)?;
+    // An empty policy would delete everything: refuse it before touching any storage. In a
+    // config, a database without rules is one kept forever, and the others are still pruned.
+    let everything_configured = args.dest.is_none() && args.name.is_none();
+    if everything_configured && targets.iter().any(|t| !t.policy.is_empty()) {
+        targets.retain(|t| {
+            let keep = !t.policy.is_empty();
+            if !keep {
+                tracing::info!(
+                    "{}: no retention rules, keeping every snapshot",
+                    t.name.as_deref().unwrap_or(&t.dest)
+                );
+            }
+            keep
+        });
+    }
     for t in &targets {
         if t.policy.is_empty() {
             bail!(exit::usage(format!(
@@ -131,7 +155,7 @@ pub fn run(env: &Env, args: &PruneArgs) -> Result<()> {
                 .filter(|s| s.key.name == name)
                 .cloned()
                 .collect();
-            let outcome = prune_one(store.as_ref(), &name, group, &t.policy, args.dry_run)?;
+            let outcome = prune_one(store.as_ref(), &name, group, &t.policy, args.dry_run, None)?;
             for (key, err) in &outcome.failed {
                 eprintln!(
                     "sqlbak: error: cannot delete {key} from {}: {err}",

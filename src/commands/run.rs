@@ -1,21 +1,25 @@
 //! `sqlbak run`: a long-running scheduler for hosts and containers without cron.
 //!
-//! One thread waits for the earliest due time, a signal, or a finished job; each due
+//! One thread waits for the earliest due time, a signal, or a finished run; each due
 //! database runs on its own worker thread through the same path as `sqlbak snapshot`
-//! ([`super::snapshot::run_one`]), and never twice at once. Fires that pass while a
-//! database is still running are skipped, not queued.
+//! ([`super::snapshot::run_one`]). A database file is never worked on by two runs at
+//! once, even when two entries (say a local and an offsite destination) share it: the
+//! second waits until the first is done. Fires that pass while a run is still going are
+//! skipped, not queued.
 
 use super::snapshot::{self, Job};
-use super::{Env, rfc3339, schedule_of};
+use super::{Env, rfc3339};
 use crate::cli::{RunArgs, SnapshotArgs};
 use crate::config::ConfigFile;
 use crate::exit;
 use crate::schedule::Schedule;
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 /// Never sleep longer than this, so a changed wall clock is noticed.
@@ -23,23 +27,48 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 enum Event {
     Signal(i32),
-    Done { slot: String, result: Result<()> },
+    Done(u64),
 }
 
-struct Scheduled {
+struct Entry {
     job: Job,
     schedule: Schedule,
-    next: Option<chrono::DateTime<Utc>>,
-    running: bool,
+    next: Option<DateTime<Utc>>,
 }
 
-impl Scheduled {
-    fn slot(&self) -> String {
-        format!("{}\u{0}{}", self.job.name, self.job.opts.dest)
+/// One run in progress: which entry (by name and destination) and which database file.
+struct Running {
+    slot: (String, String),
+    file: PathBuf,
+}
+
+/// Reports a run as finished when dropped, so a run that panics still frees its slot.
+struct DoneGuard {
+    id: u64,
+    tx: Sender<Event>,
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Event::Done(self.id));
     }
 }
 
-fn load(env: &Env, args: &RunArgs) -> Result<Vec<Scheduled>> {
+fn slot(job: &Job) -> (String, String) {
+    (job.name.clone(), job.opts.dest.clone())
+}
+
+fn file_of(job: &Job) -> PathBuf {
+    std::fs::canonicalize(&job.path).unwrap_or_else(|_| job.path.clone())
+}
+
+/// Whether `job` must wait: it is running, or another run works on its database file.
+fn blocked(running: &HashMap<u64, Running>, job: &Job) -> bool {
+    let (slot, file) = (slot(job), file_of(job));
+    running.values().any(|r| r.slot == slot || r.file == file)
+}
+
+fn load(env: &Env, args: &RunArgs) -> Result<Vec<Entry>> {
     let Some(cfg) = &env.config else {
         bail!(exit::usage(
             "sqlbak run needs --config FILE (or SQLBAK_CONFIG)"
@@ -49,27 +78,14 @@ fn load(env: &Env, args: &RunArgs) -> Result<Vec<Scheduled>> {
         name: args.name.clone(),
         ..SnapshotArgs::default()
     };
-    let jobs = snapshot::plan(env, &snapshot_args)?;
-    let mut out = Vec::new();
     let now = Utc::now();
-    for job in jobs {
-        let Some(entry) = cfg.entry_named(&job.name) else {
-            continue;
-        };
-        let opts = entry.options.over(&cfg.defaults);
-        let schedule = schedule_of(&opts).map_err(|e| {
-            exit::usage(format!(
-                "config file {}, database {}: {e:#}",
-                cfg.path.display(),
-                job.name
-            ))
-        })?;
-        match schedule {
-            Some(schedule) => out.push(Scheduled {
+    let mut out = Vec::new();
+    for job in snapshot::plan(env, &snapshot_args)? {
+        match job.schedule.clone() {
+            Some(schedule) => out.push(Entry {
                 next: schedule.next_after(now),
                 schedule,
                 job,
-                running: false,
             }),
             None => tracing::warn!(
                 "{}: no schedule or interval in the config; not scheduled",
@@ -83,15 +99,15 @@ fn load(env: &Env, args: &RunArgs) -> Result<Vec<Scheduled>> {
             cfg.path.display()
         )));
     }
-    for s in &out {
-        match s.next {
+    for e in &out {
+        match e.next {
             Some(next) => tracing::info!(
                 "{}: scheduled {} (next {})",
-                s.job.name,
-                s.schedule,
+                e.job.name,
+                e.schedule,
                 rfc3339(next)
             ),
-            None => tracing::warn!("{}: {} never fires again", s.job.name, s.schedule),
+            None => tracing::warn!("{}: {} never fires again", e.job.name, e.schedule),
         }
     }
     Ok(out)
@@ -114,48 +130,62 @@ pub fn run(env: Env, args: &RunArgs) -> Result<()> {
         }
     });
 
+    let mut running: HashMap<u64, Running> = HashMap::new();
+    let mut next_id = 0u64;
     let mut stopping = false;
-    // Jobs still running that a reload removed from the table; awaited all the same.
-    let mut orphans: Vec<String> = Vec::new();
     loop {
-        let running = table.iter().filter(|s| s.running).count() + orphans.len();
-        if stopping && running == 0 {
+        if stopping && running.is_empty() {
             tracing::info!("stopped");
             return Ok(());
         }
         let now = Utc::now();
         if !stopping {
-            for s in table
+            for e in table
                 .iter_mut()
-                .filter(|s| !s.running && s.next.is_some_and(|n| n <= now))
+                .filter(|e| e.next.is_some_and(|n| n <= now))
             {
-                s.running = true;
-                let job = s.job.clone();
-                let slot = s.slot();
+                if blocked(&running, &e.job) {
+                    continue;
+                }
+                next_id += 1;
+                running.insert(
+                    next_id,
+                    Running {
+                        slot: slot(&e.job),
+                        file: file_of(&e.job),
+                    },
+                );
+                let guard = DoneGuard {
+                    id: next_id,
+                    tx: tx.clone(),
+                };
+                let job = e.job.clone();
                 let env = Arc::clone(&env);
-                let tx = tx.clone();
                 tracing::info!("{}: starting snapshot", job.name);
                 std::thread::spawn(move || {
-                    let result = snapshot::run_one(&env, &job).map(|taken| {
-                        tracing::info!(
+                    let _guard = guard;
+                    match snapshot::run_one(&env, &job) {
+                        Ok(taken) => tracing::info!(
                             "{}: stored {} ({}, {:.1}s)",
                             taken.name,
                             taken.key,
                             indicatif::HumanBytes(taken.size),
                             taken.seconds
-                        );
-                    });
-                    let _ = tx.send(Event::Done { slot, result });
+                        ),
+                        Err(err) => tracing::error!("{}: snapshot failed: {err:#}", job.name),
+                    }
                 });
             }
         }
+        // Wake for the earliest entry that can start; one waiting on a busy file is
+        // woken by the Done event of the run it waits for.
         let wait = if stopping {
             MAX_SLEEP
         } else {
             table
                 .iter()
-                .filter(|s| !s.running)
-                .filter_map(|s| s.next)
+                .filter(|e| !blocked(&running, &e.job))
+                .filter_map(|e| e.next)
                 .min()
                 .map_or(MAX_SLEEP, |next| {
                     (next - Utc::now()).to_std().unwrap_or(Duration::ZERO)
@@ -163,11 +193,10 @@ pub fn run(env: Env, args: &RunArgs) -> Result<()> {
                 .min(MAX_SLEEP)
         };
         match rx.recv_timeout(wait) {
-            Ok(Event::Signal(SIGHUP)) => match reload(&env, args, &table) {
-                Ok((new_env, new_table, gone)) => {
+            Ok(Event::Signal(SIGHUP)) => match reload(&env, args) {
+                Ok((new_env, new_table)) => {
                     env = Arc::new(new_env);
                     table = new_table;
-                    orphans.extend(gone);
                     tracing::info!("configuration reloaded");
                 }
                 Err(e) => {
@@ -182,23 +211,18 @@ pub fn run(env: Env, args: &RunArgs) -> Result<()> {
             }
             Ok(Event::Signal(_)) => {
                 stopping = true;
-                let running = table.iter().filter(|s| s.running).count();
-                if running > 0 {
-                    tracing::info!("stopping: waiting for {running} running snapshot(s) to finish");
-                }
-            }
-            Ok(Event::Done { slot, result }) => {
-                if let Err(e) = &result {
-                    tracing::error!(
-                        "{}: snapshot failed: {e:#}",
-                        slot.split('\u{0}').next().unwrap_or("")
+                if !running.is_empty() {
+                    tracing::info!(
+                        "stopping: waiting for {} running snapshot(s) to finish",
+                        running.len()
                     );
                 }
-                if let Some(s) = table.iter_mut().find(|s| s.slot() == slot) {
-                    s.running = false;
-                    s.next = s.schedule.next_after(Utc::now());
-                } else {
-                    orphans.retain(|x| x != &slot);
+            }
+            Ok(Event::Done(id)) => {
+                if let Some(done) = running.remove(&id)
+                    && let Some(e) = table.iter_mut().find(|e| slot(&e.job) == done.slot)
+                {
+                    e.next = e.schedule.next_after(Utc::now());
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -207,13 +231,9 @@ pub fn run(env: Env, args: &RunArgs) -> Result<()> {
     }
 }
 
-/// Re-reads the config file; jobs that are running keep their running state, and those
-/// the new config dropped are returned so the caller still waits for them.
-fn reload(
-    env: &Env,
-    args: &RunArgs,
-    old: &[Scheduled],
-) -> Result<(Env, Vec<Scheduled>, Vec<String>)> {
+/// Re-reads the config file. Runs in progress are tracked apart from the table, so they
+/// are awaited (and never doubled) whatever the new config says.
+fn reload(env: &Env, args: &RunArgs) -> Result<(Env, Vec<Entry>)> {
     let path = env
         .config
         .as_ref()
@@ -223,13 +243,6 @@ fn reload(
         config: Some(ConfigFile::load(&path)?),
         ui: env.ui,
     };
-    let mut table = load(&new_env, args)?;
-    let mut gone = Vec::new();
-    for s in old.iter().filter(|s| s.running) {
-        match table.iter_mut().find(|n| n.slot() == s.slot()) {
-            Some(n) => n.running = true,
-            None => gone.push(s.slot()),
-        }
-    }
-    Ok((new_env, table, gone))
+    let table = load(&new_env, args)?;
+    Ok((new_env, table))
 }

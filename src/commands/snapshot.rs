@@ -5,7 +5,7 @@ use crate::capture::{self, CaptureOptions};
 use crate::catalog::{self, SnapshotKey};
 use crate::cli::SnapshotArgs;
 use crate::codec::{self, CompressOptions, ImageMeta};
-use crate::config::Resolved;
+use crate::config::{Options, Resolved};
 use crate::encryption::Recipients;
 use crate::exit;
 use crate::host;
@@ -13,7 +13,8 @@ use crate::lock::DatabaseLock;
 use crate::storage::{self, ObjectMeta, Storage};
 use anyhow::{Context, Result, bail};
 use chrono::{SubsecRound, Utc};
-use std::fs::File;
+use std::fs::{self, File};
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ pub struct Job {
     pub opts: Resolved,
     /// Who can decrypt the snapshots (empty: not encrypted).
     pub recipients: Arc<Recipients>,
+    /// When `sqlbak run` snapshots it (`schedule` or `interval` in the config).
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 /// What one successful snapshot produced.
@@ -99,28 +102,43 @@ pub fn run(env: &Env, args: &SnapshotArgs) -> Result<()> {
     Ok(())
 }
 
+/// Resolves one database's layered options (config entry over top level) under the
+/// command-line flags, once, so every later step uses the same settings.
+fn job(args: &SnapshotArgs, path: &Path, name: String, layered: &Options) -> Result<Job> {
+    catalog::validate_name(&name).map_err(|e| exit::usage(e.to_string()))?;
+    let schedule = super::schedule_of(layered)?;
+    let mut opts = args.options.over(layered).resolve()?;
+    opts.retention = args.keep.clone().or(opts.retention);
+    let recipients = recipients_of(&opts)?;
+    Ok(Job {
+        path: path.to_path_buf(),
+        name,
+        opts,
+        recipients,
+        schedule,
+    })
+}
+
 /// Turns the arguments and config into the list of databases to snapshot.
 pub fn plan(env: &Env, args: &SnapshotArgs) -> Result<Vec<Job>> {
-    let defaults = env
-        .config
-        .as_ref()
-        .map(|c| c.defaults.clone())
-        .unwrap_or_default();
     if let Some(path) = &args.db {
-        let name = match &args.name {
-            Some(n) => n.clone(),
+        // A database that is also in the config keeps its entry's settings.
+        let same_file = |p: &Path| {
+            p == path.as_path()
+                || matches!((fs::canonicalize(p), fs::canonicalize(path)), (Ok(a), Ok(b)) if a == b)
+        };
+        let (layered, entry_name) = match &env.config {
+            Some(cfg) => match cfg.databases.iter().find(|db| same_file(&db.path)) {
+                Some(db) => (db.options.over(&cfg.defaults), db.name.clone()),
+                None => (cfg.defaults.clone(), None),
+            },
+            None => (Options::default(), None),
+        };
+        let name = match args.name.clone().or(entry_name) {
+            Some(n) => n,
             None => default_name(path)?,
         };
-        catalog::validate_name(&name).map_err(|e| exit::usage(e.to_string()))?;
-        let mut opts = args.options.over(&defaults).resolve()?;
-        opts.retention = args.keep.clone().or(opts.retention);
-        let recipients = recipients_of(&opts)?;
-        return Ok(vec![Job {
-            path: path.clone(),
-            name,
-            opts,
-            recipients,
-        }]);
+        return Ok(vec![job(args, path, name, &layered)?]);
     }
     let Some(cfg) = &env.config else {
         bail!(exit::usage(
@@ -133,34 +151,29 @@ pub fn plan(env: &Env, args: &SnapshotArgs) -> Result<Vec<Job>> {
             Some(n) => n.clone(),
             None => default_name(&db.path)?,
         };
-        catalog::validate_name(&name)
-            .map_err(|e| exit::usage(format!("config file {}: {e}", cfg.path.display())))?;
-        let opts = args
-            .options
-            .over(&db.options.over(&cfg.defaults))
-            .resolve()?;
-        if all
-            .iter()
-            .any(|j| j.name == name && j.opts.dest == opts.dest)
-        {
-            bail!(exit::usage(format!(
-                "config file {}: two databases are both named {name:?} in {}; give one a different name",
-                cfg.path.display(),
-                opts.dest
-            )));
-        }
-        let recipients = recipients_of(&opts).map_err(|e| {
+        let job = job(
+            args,
+            &db.path,
+            name.clone(),
+            &db.options.over(&cfg.defaults),
+        )
+        .map_err(|e| {
             exit::usage(format!(
                 "config file {}, database {name}: {e:#}",
                 cfg.path.display()
             ))
         })?;
-        all.push(Job {
-            path: db.path.clone(),
-            name,
-            opts,
-            recipients,
-        });
+        if all
+            .iter()
+            .any(|j| j.name == job.name && j.opts.dest == job.opts.dest)
+        {
+            bail!(exit::usage(format!(
+                "config file {}: two databases are both named {name:?} in {}; give one a different name",
+                cfg.path.display(),
+                job.opts.dest
+            )));
+        }
+        all.push(job);
     }
     let jobs: Vec<Job> = all
         .into_iter()
@@ -207,9 +220,9 @@ pub fn default_name(path: &std::path::Path) -> Result<String> {
 /// including a database that is missing, is a failure that the hooks, pings and metrics see.
 pub fn run_one(env: &Env, job: &Job) -> Result<Taken> {
     let what = || format!("snapshot of {} to {}", job.path.display(), job.opts.dest);
-    let lock = match capture::check_source(&job.path) {
+    let lock = match capture::check_exists(&job.path) {
         Err(e) => Err(anyhow::Error::new(e).context(what())),
-        Ok(()) => match DatabaseLock::acquire(&job.path, job.opts.wait) {
+        Ok(_) => match DatabaseLock::acquire(&job.path, job.opts.wait) {
             Ok(lock) => Ok(lock),
             Err(e) if e.is_held() => return Err(exit::locked(e.to_string()).into()),
             Err(e) => Err(anyhow::Error::new(e).context(what())),
@@ -298,7 +311,7 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     let pruned = if job.opts.retention.is_empty() {
         Vec::new()
     } else {
-        prune_after(store.as_ref(), job).with_context(|| {
+        prune_after(store.as_ref(), job, &key_str).with_context(|| {
             format!(
                 "the snapshot {key_str} was stored, but pruning old snapshots of {} failed",
                 job.name
@@ -320,13 +333,20 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
 }
 
 /// Applies the job's retention policy; runs only after a snapshot was stored.
-fn prune_after(store: &dyn Storage, job: &Job) -> Result<Vec<String>> {
+fn prune_after(store: &dyn Storage, job: &Job, just_stored: &str) -> Result<Vec<String>> {
     let objects = store.list(&format!("{}/", job.name))?;
     let snaps = catalog::snapshots_from_listing(
         objects.iter().map(|o| (o.key.as_str(), o.size)),
         Some(&job.name),
     );
-    let outcome = super::prune::prune_one(store, &job.name, snaps, &job.opts.retention, false)?;
+    let outcome = super::prune::prune_one(
+        store,
+        &job.name,
+        snaps,
+        &job.opts.retention,
+        false,
+        Some(just_stored),
+    )?;
     if let Some((key, err)) = outcome.failed.first() {
         bail!(
             "{} snapshot(s) could not be deleted, first {key}: {err}",
