@@ -27,12 +27,17 @@ pub fn fetch(
     }
     let reader = storage.open(&key)?;
     let mut writer = BufWriter::with_capacity(1 << 20, out);
-    let report = codec::decompress(reader, &mut writer, progress)
+    let report = codec::decompress(reader, &mut writer, decode_jobs(), progress)
         .with_context(|| format!("cannot restore {key} from {}", storage.url()))?;
     writer.flush().context("cannot write the restored image")?;
     drop(writer);
     out.sync_all().context("cannot fsync the restored image")?;
     Ok(report)
+}
+
+/// Threads inflating members: one per CPU.
+fn decode_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Proves `path` is a healthy SQLite database: the header's page count agrees with the
