@@ -75,7 +75,7 @@ Crontab (every hour, quiet unless something fails):
 --at accepts RFC 3339 (2024-01-01T10:00:00Z, +02:00 offsets), a date (midnight UTC),
 \"YYYY-MM-DD HH:MM[:SS]\" (UTC) and relative times (\"2h ago\", \"3days ago\").")]
     Restore(RestoreArgs),
-    /// Check snapshots: read, decompress, compare checksums, run PRAGMA integrity_check.
+    /// Check snapshots: read, decompress, compare checksums, run PRAGMA integrity_check (full).
     #[command(after_help = "Examples:
   sqlbak verify --dest /backups               # the newest snapshot of each database
   sqlbak verify --dest /backups --name app --all --json")]
@@ -131,6 +131,12 @@ pub struct RestoreArgs {
     /// Replace an existing output file (and remove its stale -wal/-shm files).
     #[arg(short, long)]
     pub force: bool,
+    /// How SQLite checks the restored database before it is moved into place: quick
+    /// (PRAGMA quick_check), full (PRAGMA integrity_check, which also cross-checks indexes
+    /// and can take several times longer), or none. The gzip CRCs and the recorded sha256
+    /// are always checked.
+    #[arg(long, value_enum, default_value_t = crate::image::Check::Quick, value_name = "HOW")]
+    pub check: crate::image::Check,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -114,6 +114,6 @@ fn check_one(
     let bar = env.ui.bytes(snap.size, "verify");
     let report = image::fetch(store, snap, tmp.as_file(), &|n| bar.set_position(n))?;
     bar.finish_and_clear();
-    image::check_integrity(tmp.path())?;
+    image::check_integrity(tmp.path(), image::Check::Full)?;
     Ok(report)
 }
