@@ -7,8 +7,9 @@ use crate::storage::Storage;
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 /// Streams `snap` from `storage` into `out` (an empty file), checking gzip CRCs and the
 /// recorded size and sha256; the file is fsynced before this returns.
@@ -26,13 +27,65 @@ pub fn fetch(
         );
     }
     let reader = storage.open(&key)?;
-    let mut writer = BufWriter::with_capacity(1 << 20, out);
-    let report = codec::decompress(reader, &mut writer, decode_jobs(), progress)
-        .with_context(|| format!("cannot restore {key} from {}", storage.url()))?;
-    writer.flush().context("cannot write the restored image")?;
-    drop(writer);
+    let report = std::thread::scope(|scope| -> Result<DecodeReport> {
+        let (kick, kicked) = sync_channel::<()>(1);
+        let syncer = scope.spawn(move || -> io::Result<()> {
+            for () in kicked {
+                out.sync_data()?;
+            }
+            Ok(())
+        });
+        let mut writer = BufWriter::with_capacity(
+            1 << 20,
+            SyncingWriter {
+                file: out,
+                unsynced: 0,
+                kick,
+            },
+        );
+        let decoded = codec::decompress(reader, &mut writer, decode_jobs(), progress)
+            .with_context(|| format!("cannot restore {key} from {}", storage.url()));
+        let flushed = writer.flush().context("cannot write the restored image");
+        drop(writer);
+        let synced = syncer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the fsync thread panicked")))
+            .context("cannot fsync the restored image");
+        let report = decoded?;
+        flushed?;
+        synced?;
+        Ok(report)
+    })?;
     out.sync_all().context("cannot fsync the restored image")?;
     Ok(report)
+}
+
+/// Bytes written between the background flushes of a restore.
+const SYNC_EVERY: u64 = 64 << 20;
+
+/// Writes to the restored file and, every [`SYNC_EVERY`] bytes, wakes a thread that
+/// fdatasyncs what is written so far: the disk writes back while we decompress, and the
+/// final fsync has little left to do (for 1 GiB it took seconds on the benchmark VM).
+struct SyncingWriter<'a> {
+    file: &'a File,
+    unsynced: u64,
+    kick: SyncSender<()>,
+}
+
+impl Write for SyncingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.unsynced = 0;
+            // When a flush is already queued, it covers these bytes too.
+            let _ = self.kick.try_send(());
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Threads inflating members: one per CPU.
