@@ -18,7 +18,7 @@
 //! against it. Files made by plain `gzip` have neither and are checked by gzip's own CRCs.
 //!
 //! Members are compressed and inflated whole with libdeflate: at level 6 it is about 1.5x
-//! faster than zlib-rs and its output about 3% smaller (about 0.3% smaller than `gzip -6`'s)
+//! faster than zlib-rs and its output about 3% smaller (0.2% smaller than `gzip -6`'s)
 //! on database images; see bench/run.
 
 use libdeflater::{CompressionLvl, Compressor, Decompressor};
