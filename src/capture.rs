@@ -186,6 +186,7 @@ pub fn capture(
     opts: &CaptureOptions,
     progress: &dyn Fn(u64, u64),
 ) -> Result<Image, CaptureError> {
+    let started = Instant::now();
     check_source(source)?;
     remove_stale_capture_dirs(&opts.tmp_dir);
     let dir = tempfile::Builder::new()
@@ -220,6 +221,10 @@ pub fn capture(
         context: format!("cannot read {}", image_path.display()),
         source: e,
     })?;
+    tracing::debug!(
+        "copied the image in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
     let sha256 = crate::codec::sha256_file(&image_path).map_err(|e| CaptureError::Io {
         context: format!("cannot read {}", image_path.display()),
         source: e,

@@ -119,7 +119,7 @@ if either does.")]
   sqlbak check --config /etc/sqlbak.toml               # each database against its schedule
   sqlbak check --config /etc/sqlbak.toml --max-age 26h --json")]
     Check(CheckArgs),
-    /// Check snapshots: read, decompress, compare checksums, run PRAGMA integrity_check.
+    /// Check snapshots: read, decompress, compare checksums, run PRAGMA integrity_check (full).
     #[command(after_help = "Examples:
   sqlbak verify --dest /backups               # the newest snapshot of each database
   sqlbak verify --dest /backups --name app --all --json")]
@@ -265,6 +265,12 @@ pub struct RestoreArgs {
     /// unencrypted SSH private key) [default: age_identity_file from the config].
     #[arg(long, value_name = "FILE", env = "SQLBAK_AGE_IDENTITY")]
     pub age_identity: Option<PathBuf>,
+    /// How SQLite checks the restored database before it is moved into place: quick
+    /// (PRAGMA quick_check), full (PRAGMA integrity_check, which also cross-checks indexes
+    /// and can take several times longer), or none. The gzip CRCs and the recorded sha256
+    /// are always checked.
+    #[arg(long, value_enum, default_value_t = crate::image::Check::Quick, value_name = "HOW")]
+    pub check: crate::image::Check,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

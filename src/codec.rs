@@ -7,21 +7,45 @@
 //! - the first member says `sqlbak <version>`, marking the file as ours;
 //! - a final, empty member says `sqlbak-meta v1 size=… sha256=… …`.
 //!
+//! Each member's header also records the length of its deflate data in an FEXTRA
+//! subfield (`SB`, like BGZF's block size), which gunzip skips. With it, restore finds the
+//! member boundaries without inflating and decompresses members in parallel; members
+//! without it (plain gzip files, or a member written by something else) are inflated
+//! as a stream, in order.
+//!
 //! On the way back, a file marked as ours must end with that trailer, so a snapshot cut
 //! off exactly at a member boundary is caught, and the image's size and sha256 are checked
 //! against it. Files made by plain `gzip` have neither and are checked by gzip's own CRCs.
+//!
+//! Members are compressed and inflated whole with libdeflate: at level 6 it is about 1.5x
+//! faster than zlib-rs and its output about 3% smaller (0.2% smaller than `gzip -6`'s)
+//! on database images; see bench/run.
 
-use flate2::{Compression, GzBuilder, bufread::GzDecoder};
+use libdeflater::{CompressionLvl, Compressor, Decompressor};
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
 
 /// Size of the independently compressed chunks; large enough that the per-member
-/// overhead (about 18 bytes and one lost 32 KiB window) is noise.
+/// overhead (about 30 bytes and one lost 32 KiB window) is noise.
 pub const CHUNK_SIZE: usize = 1 << 20;
+/// The largest member restore takes in one piece (compressed or not); larger recorded
+/// lengths are treated as corruption, which bounds memory.
+const MAX_MEMBER: usize = 16 << 20;
+/// The longest FNAME/FCOMMENT accepted.
+const MAX_HEADER_FIELD: usize = 64 << 10;
 const FIRST_COMMENT_PREFIX: &str = "sqlbak ";
 const META_PREFIX: &str = "sqlbak-meta v1";
+/// FEXTRA subfield id of the deflate length.
+const LEN_SUBFIELD: [u8; 2] = *b"SB";
+const FHCRC: u8 = 0x02;
+const FEXTRA: u8 = 0x04;
+const FNAME: u8 = 0x08;
+const FCOMMENT: u8 = 0x10;
+/// Offset of the deflate length in a header from [`member_header`].
+const LEN_OFFSET: usize = 16;
 
 /// How to compress.
 #[derive(Debug, Clone)]
@@ -30,7 +54,7 @@ pub struct CompressOptions {
     pub level: u32,
     /// Worker threads compressing chunks in parallel.
     pub jobs: usize,
-    /// Bytes per gzip member.
+    /// Bytes per gzip member (at most 16 MiB).
     pub chunk_size: usize,
 }
 
@@ -127,8 +151,9 @@ pub fn compress(
         count: 0,
     };
     let jobs = opts.jobs.max(1);
-    let chunk_size = opts.chunk_size.max(1);
-    let level = Compression::new(opts.level.min(9));
+    let chunk_size = opts.chunk_size.clamp(1, MAX_MEMBER);
+    let level = CompressionLvl::new(opts.level.min(9) as i32)
+        .map_err(|e| io::Error::other(format!("bad compression level: {e:?}")))?;
     let mut hasher = Sha256::new();
     let mut total = 0u64;
 
@@ -139,8 +164,10 @@ pub fn compress(
             let (tx, rx) = sync_channel::<(Vec<u8>, Option<String>)>(1);
             let (rtx, rrx) = sync_channel::<io::Result<Vec<u8>>>(1);
             scope.spawn(move || {
+                let mut compressor = Compressor::new(level);
                 for (chunk, comment) in rx {
-                    if rtx.send(gzip_member(&chunk, level, comment)).is_err() {
+                    let member = gzip_member(&mut compressor, &chunk, comment.as_deref());
+                    if rtx.send(member).is_err() {
                         break;
                     }
                 }
@@ -180,7 +207,12 @@ pub fn compress(
 
     let sha256 = hex(&hasher.finalize());
     let meta = trailer(total, &sha256);
-    out.write_all(&gzip_member(&[], level, Some(meta.to_comment()))?)?;
+    let mut compressor = Compressor::new(level);
+    out.write_all(&gzip_member(
+        &mut compressor,
+        &[],
+        Some(&meta.to_comment()),
+    )?)?;
     out.flush()?;
     Ok(CompressStats {
         input_bytes: total,
@@ -189,14 +221,46 @@ pub fn compress(
     })
 }
 
-fn gzip_member(data: &[u8], level: Compression, comment: Option<String>) -> io::Result<Vec<u8>> {
-    let mut builder = GzBuilder::new();
-    if let Some(c) = comment {
-        builder = builder.comment(c);
+/// One complete gzip member: our header (deflate length, optional comment), the deflate
+/// data, CRC-32 and length.
+fn gzip_member(
+    compressor: &mut Compressor,
+    data: &[u8],
+    comment: Option<&str>,
+) -> io::Result<Vec<u8>> {
+    let mut member = member_header(0, comment);
+    let start = member.len();
+    let bound = compressor.deflate_compress_bound(data.len());
+    member.resize(start + bound, 0);
+    let n = compressor
+        .deflate_compress(data, &mut member[start..])
+        .map_err(|e| io::Error::other(format!("deflate failed: {e}")))?;
+    member.truncate(start + n);
+    let len = u32::try_from(n).map_err(|_| io::Error::other("a member is too large"))?;
+    member[LEN_OFFSET..LEN_OFFSET + 4].copy_from_slice(&len.to_le_bytes());
+    member.extend_from_slice(&libdeflater::crc32(data).to_le_bytes());
+    member.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    Ok(member)
+}
+
+/// A gzip member header (RFC 1952) with an FEXTRA subfield holding the deflate length,
+/// and the comment, if any, as FCOMMENT.
+fn member_header(deflate_len: u32, comment: Option<&str>) -> Vec<u8> {
+    let mut flags = FEXTRA;
+    if comment.is_some() {
+        flags |= FCOMMENT;
     }
-    let mut enc = builder.write(Vec::with_capacity(data.len() / 2 + 64), level);
-    enc.write_all(data)?;
-    enc.finish()
+    // magic, deflate, flags, no mtime, no extra flags, OS = Unix
+    let mut h = vec![0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 3];
+    h.extend_from_slice(&8u16.to_le_bytes());
+    h.extend_from_slice(&LEN_SUBFIELD);
+    h.extend_from_slice(&4u16.to_le_bytes());
+    h.extend_from_slice(&deflate_len.to_le_bytes());
+    if let Some(c) = comment {
+        h.extend(c.bytes().filter(|&b| b != 0));
+        h.push(0);
+    }
+    h
 }
 
 fn read_chunk(input: &mut impl Read, size: usize) -> io::Result<Vec<u8>> {
@@ -257,11 +321,13 @@ pub struct DecodeReport {
 }
 
 /// Decompresses every gzip member of `input` into `output`, checking gzip CRCs and, for
-/// files written by sqlbak, the trailer's size and sha256. `progress` gets compressed
-/// bytes consumed so far.
+/// files written by sqlbak, the trailer's size and sha256. Members that record their
+/// length are inflated on `jobs` threads; memory stays at about `4 × jobs` members.
+/// `progress` gets compressed bytes consumed so far.
 pub fn decompress(
     input: impl Read,
-    mut output: impl Write,
+    output: impl Write,
+    jobs: usize,
     progress: &dyn Fn(u64),
 ) -> Result<DecodeReport, CodecError> {
     let counted = CountingReader {
@@ -269,57 +335,120 @@ pub fn decompress(
         count: 0,
     };
     let mut reader = BufReader::with_capacity(256 * 1024, counted);
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    let jobs = jobs.max(1);
+    let mut sink = Sink {
+        output,
+        hasher: Sha256::new(),
+        size: 0,
+    };
     let mut members = 0u64;
     let mut ours = false;
     let mut meta: Option<ImageMeta> = None;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        if reader.fill_buf().map_err(read_error)?.is_empty() {
-            break;
-        }
-        if meta.is_some() {
-            return Err(CodecError::Corrupt(
-                "data follows the sqlbak trailer".into(),
-            ));
-        }
-        let mut dec = GzDecoder::new(&mut reader);
-        let mut member_bytes = 0u64;
-        loop {
-            let n = dec.read(&mut buf).map_err(read_error)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            output.write_all(&buf[..n]).map_err(CodecError::Write)?;
-            member_bytes += n as u64;
-        }
-        let comment = dec
-            .header()
-            .and_then(|h| h.comment())
-            .map(|c| String::from_utf8_lossy(c).into_owned());
-        match comment.as_deref() {
-            Some(c) if c.starts_with(META_PREFIX) => {
-                let parsed = ImageMeta::parse(c)
-                    .ok_or_else(|| CodecError::Corrupt(format!("unreadable trailer {c:?}")))?;
-                if member_bytes != 0 {
-                    return Err(CodecError::Corrupt("the trailer member holds data".into()));
+
+    thread::scope(|scope| -> Result<(), CodecError> {
+        let mut to_workers: Vec<SyncSender<Vec<u8>>> = Vec::new();
+        let mut from_workers: Vec<Receiver<Result<Vec<u8>, CodecError>>> = Vec::new();
+        for _ in 0..jobs {
+            let (tx, rx) = sync_channel::<Vec<u8>>(2);
+            let (rtx, rrx) = sync_channel::<Result<Vec<u8>, CodecError>>(2);
+            scope.spawn(move || {
+                let mut decompressor = Decompressor::new();
+                for payload in rx {
+                    if rtx
+                        .send(inflate_member(&mut decompressor, &payload))
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
-                meta = Some(parsed);
-            }
-            Some(c) if members == 0 && c.starts_with(FIRST_COMMENT_PREFIX) => ours = true,
-            _ => {}
+            });
+            to_workers.push(tx);
+            from_workers.push(rrx);
         }
-        size += member_bytes;
-        members += 1;
-        progress(reader.get_ref().count);
-    }
+        let worker_gone = || CodecError::Corrupt("a decompression worker stopped".into());
+        // Which worker holds each member in flight, oldest first.
+        let mut in_flight: VecDeque<usize> = VecDeque::new();
+        let mut next_worker = 0usize;
+        let drain_one =
+            |in_flight: &mut VecDeque<usize>, sink: &mut Sink<_>| match in_flight.pop_front() {
+                Some(w) => sink.write(&from_workers[w].recv().map_err(|_| worker_gone())??),
+                None => Ok(()),
+            };
+        let mut decompressor = Decompressor::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            if in_flight.len() >= 2 * jobs {
+                drain_one(&mut in_flight, &mut sink)?;
+                continue;
+            }
+            let Some(header) = read_member_header(&mut reader)? else {
+                break;
+            };
+            if meta.is_some() {
+                return Err(CodecError::Corrupt(
+                    "data follows the sqlbak trailer".into(),
+                ));
+            }
+            let payload = match header.deflate_len {
+                Some(len) => Some(read_payload(&mut reader, len)?),
+                None => None,
+            };
+            match (payload, &header.comment) {
+                // A plain data member: inflate it on a worker.
+                (Some(payload), None) if members > 0 => {
+                    to_workers[next_worker]
+                        .send(payload)
+                        .map_err(|_| worker_gone())?;
+                    in_flight.push_back(next_worker);
+                    next_worker = (next_worker + 1) % jobs;
+                }
+                (payload, comment) => {
+                    while !in_flight.is_empty() {
+                        drain_one(&mut in_flight, &mut sink)?;
+                    }
+                    let before = sink.size;
+                    match payload {
+                        Some(p) => sink.write(&inflate_member(&mut decompressor, &p)?)?,
+                        None => inflate_stream(&mut reader, &mut buf, &mut sink)?,
+                    }
+                    let member_bytes = sink.size - before;
+                    let comment = comment
+                        .as_deref()
+                        .map(|c| String::from_utf8_lossy(c).into_owned());
+                    match comment.as_deref() {
+                        Some(c) if c.starts_with(META_PREFIX) => {
+                            let parsed = ImageMeta::parse(c).ok_or_else(|| {
+                                CodecError::Corrupt(format!("unreadable trailer {c:?}"))
+                            })?;
+                            if member_bytes != 0 {
+                                return Err(CodecError::Corrupt(
+                                    "the trailer member holds data".into(),
+                                ));
+                            }
+                            meta = Some(parsed);
+                        }
+                        Some(c) if members == 0 && c.starts_with(FIRST_COMMENT_PREFIX) => {
+                            ours = true
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            members += 1;
+            progress(reader.get_ref().count);
+        }
+        while !in_flight.is_empty() {
+            drain_one(&mut in_flight, &mut sink)?;
+        }
+        Ok(())
+    })?;
+
     if members == 0 {
         return Err(CodecError::Empty);
     }
-    output.flush().map_err(CodecError::Write)?;
-    let sha256 = hex(&hasher.finalize());
+    sink.output.flush().map_err(CodecError::Write)?;
+    let size = sink.size;
+    let sha256 = hex(&sink.hasher.finalize());
     match &meta {
         Some(m) if m.size != size => {
             return Err(CodecError::Mismatch(format!(
@@ -341,6 +470,172 @@ pub fn decompress(
         _ => {}
     }
     Ok(DecodeReport { size, sha256, meta })
+}
+
+/// Where decompressed bytes go, in order: hashed, counted and written.
+struct Sink<W> {
+    output: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Sink<W> {
+    fn write(&mut self, data: &[u8]) -> Result<(), CodecError> {
+        self.hasher.update(data);
+        self.output.write_all(data).map_err(CodecError::Write)?;
+        self.size += data.len() as u64;
+        Ok(())
+    }
+}
+
+/// The parts of a gzip member header that matter here.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct MemberHeader {
+    /// FCOMMENT, without its terminating zero.
+    comment: Option<Vec<u8>>,
+    /// The length of the deflate data that follows, when the writer recorded it.
+    deflate_len: Option<u32>,
+}
+
+/// Reads one gzip member header; `None` at the end of the input.
+fn read_member_header(r: &mut impl BufRead) -> Result<Option<MemberHeader>, CodecError> {
+    if r.fill_buf().map_err(read_error)?.is_empty() {
+        return Ok(None);
+    }
+    let mut fixed = [0u8; 10];
+    r.read_exact(&mut fixed).map_err(read_error)?;
+    if fixed[..2] != [0x1f, 0x8b] {
+        return Err(CodecError::Corrupt(
+            "not gzip data (bad magic number)".into(),
+        ));
+    }
+    if fixed[2] != 8 {
+        return Err(CodecError::Corrupt(format!(
+            "unknown gzip compression method {}",
+            fixed[2]
+        )));
+    }
+    let flags = fixed[3];
+    if flags & 0xe0 != 0 {
+        return Err(CodecError::Corrupt("reserved gzip header flags set".into()));
+    }
+    let mut header = MemberHeader::default();
+    if flags & FEXTRA != 0 {
+        let mut xlen = [0u8; 2];
+        r.read_exact(&mut xlen).map_err(read_error)?;
+        let mut extra = vec![0u8; usize::from(u16::from_le_bytes(xlen))];
+        r.read_exact(&mut extra).map_err(read_error)?;
+        header.deflate_len = deflate_len_subfield(&extra);
+    }
+    if flags & FNAME != 0 {
+        read_zero_terminated(r)?;
+    }
+    if flags & FCOMMENT != 0 {
+        header.comment = Some(read_zero_terminated(r)?);
+    }
+    if flags & FHCRC != 0 {
+        r.read_exact(&mut [0u8; 2]).map_err(read_error)?;
+    }
+    Ok(Some(header))
+}
+
+/// Finds our deflate-length subfield among FEXTRA subfields.
+fn deflate_len_subfield(mut extra: &[u8]) -> Option<u32> {
+    while extra.len() >= 4 {
+        let len = usize::from(u16::from_le_bytes([extra[2], extra[3]]));
+        let body = extra.get(4..4 + len)?;
+        if extra[..2] == LEN_SUBFIELD && len == 4 {
+            return Some(u32::from_le_bytes([body[0], body[1], body[2], body[3]]));
+        }
+        extra = &extra[4 + len..];
+    }
+    None
+}
+
+fn read_zero_terminated(r: &mut impl BufRead) -> Result<Vec<u8>, CodecError> {
+    let mut field = Vec::new();
+    r.take(MAX_HEADER_FIELD as u64 + 1)
+        .read_until(0, &mut field)
+        .map_err(read_error)?;
+    match field.pop() {
+        Some(0) => Ok(field),
+        _ if field.len() >= MAX_HEADER_FIELD => Err(CodecError::Corrupt(
+            "a gzip header field is implausibly long".into(),
+        )),
+        _ => Err(CodecError::Truncated("it ends inside a gzip header".into())),
+    }
+}
+
+/// Reads a member's deflate data and its 8-byte trailer.
+fn read_payload(r: &mut impl Read, deflate_len: u32) -> Result<Vec<u8>, CodecError> {
+    let len = deflate_len as usize;
+    if len > MAX_MEMBER {
+        return Err(CodecError::Corrupt(format!(
+            "a member records {len} bytes of deflate data, more than any sqlbak writes"
+        )));
+    }
+    let mut payload = vec![0u8; len + 8];
+    r.read_exact(&mut payload).map_err(read_error)?;
+    Ok(payload)
+}
+
+/// Inflates a whole member body (deflate data, CRC-32, length) and checks both.
+fn inflate_member(decompressor: &mut Decompressor, payload: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let (deflate, trailer) = payload.split_at(payload.len().saturating_sub(8));
+    let [c0, c1, c2, c3, l0, l1, l2, l3] = trailer else {
+        return Err(CodecError::Truncated("a member has no trailer".into()));
+    };
+    let crc = u32::from_le_bytes([*c0, *c1, *c2, *c3]);
+    let len = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
+    if len > MAX_MEMBER {
+        return Err(CodecError::Corrupt(format!(
+            "a member records {len} uncompressed bytes, more than any sqlbak writes"
+        )));
+    }
+    let mut data = vec![0u8; len];
+    let n = decompressor
+        .deflate_decompress(deflate, &mut data)
+        .map_err(|e| CodecError::Corrupt(format!("invalid deflate data: {e}")))?;
+    if n != len {
+        return Err(CodecError::Corrupt(format!(
+            "a member holds {n} bytes but its trailer says {len}"
+        )));
+    }
+    if libdeflater::crc32(&data) != crc {
+        return Err(CodecError::Corrupt("CRC-32 mismatch in a member".into()));
+    }
+    Ok(data)
+}
+
+/// Inflates a member of unknown length as a stream, then checks its CRC-32 and length.
+fn inflate_stream<R: BufRead, W: Write>(
+    reader: &mut R,
+    buf: &mut [u8],
+    sink: &mut Sink<W>,
+) -> Result<(), CodecError> {
+    let mut crc = libdeflater::Crc::new();
+    let mut len = 0u64;
+    {
+        let mut inflater = flate2::bufread::DeflateDecoder::new(&mut *reader);
+        loop {
+            let n = inflater.read(buf).map_err(read_error)?;
+            if n == 0 {
+                break;
+            }
+            crc.update(&buf[..n]);
+            sink.write(&buf[..n])?;
+            len += n as u64;
+        }
+    }
+    let mut trailer = [0u8; 8];
+    reader.read_exact(&mut trailer).map_err(read_error)?;
+    if u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]) != crc.sum() {
+        return Err(CodecError::Corrupt("CRC-32 mismatch in a member".into()));
+    }
+    if u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]) != len as u32 {
+        return Err(CodecError::Corrupt("length mismatch in a member".into()));
+    }
+    Ok(())
 }
 
 fn read_error(e: io::Error) -> CodecError {
@@ -383,6 +678,7 @@ impl<R: Read> Read for CountingReader<R> {
 mod tests {
     use super::*;
     use flate2::read::MultiGzDecoder;
+    use flate2::{Compression, GzBuilder};
 
     fn sample(len: usize) -> Vec<u8> {
         // Compressible but not trivial.
@@ -438,7 +734,7 @@ mod tests {
                 .unwrap();
             assert_eq!(plain, data);
             let mut ours = Vec::new();
-            let report = decompress(&gz[..], &mut ours, &|_| {}).unwrap();
+            let report = decompress(&gz[..], &mut ours, 2, &|_| {}).unwrap();
             assert_eq!(ours, data);
             let meta = report.meta.unwrap();
             assert_eq!(meta.size, len as u64);
@@ -453,7 +749,7 @@ mod tests {
         let data = sample(10_000);
         let (gz, _) = compress_vec(&data, &opts(2, 1000));
         for cut in [0, 1, 10, gz.len() / 2, gz.len() - 30, gz.len() - 1] {
-            let err = decompress(&gz[..cut], io::sink(), &|_| {}).unwrap_err();
+            let err = decompress(&gz[..cut], io::sink(), 2, &|_| {}).unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -476,7 +772,7 @@ mod tests {
             e.finish().unwrap();
             v
         };
-        let err = decompress(&one_member[..], io::sink(), &|_| {}).unwrap_err();
+        let err = decompress(&one_member[..], io::sink(), 2, &|_| {}).unwrap_err();
         assert!(matches!(err, CodecError::Truncated(_)), "{err}");
     }
 
@@ -487,7 +783,7 @@ mod tests {
         let mut bad = gz.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0x40;
-        assert!(decompress(&bad[..], io::sink(), &|_| {}).is_err());
+        assert!(decompress(&bad[..], io::sink(), 2, &|_| {}).is_err());
     }
 
     #[test]
@@ -506,7 +802,7 @@ mod tests {
             &|_| {},
         )
         .unwrap();
-        let err = decompress(&gz[..], io::sink(), &|_| {}).unwrap_err();
+        let err = decompress(&gz[..], io::sink(), 2, &|_| {}).unwrap_err();
         assert!(matches!(err, CodecError::Mismatch(_)), "{err}");
     }
 
@@ -518,7 +814,7 @@ mod tests {
         e.write_all(&data).unwrap();
         e.finish().unwrap();
         let mut out = Vec::new();
-        let report = decompress(&gz[..], &mut out, &|_| {}).unwrap();
+        let report = decompress(&gz[..], &mut out, 2, &|_| {}).unwrap();
         assert_eq!(out, data);
         assert!(report.meta.is_none());
     }
@@ -526,13 +822,117 @@ mod tests {
     #[test]
     fn garbage_and_empty_inputs() {
         assert!(matches!(
-            decompress(&b""[..], io::sink(), &|_| {}),
+            decompress(&b""[..], io::sink(), 2, &|_| {}),
             Err(CodecError::Empty)
         ));
         assert!(matches!(
-            decompress(&b"SQLite format 3\0 not gzip"[..], io::sink(), &|_| {}),
+            decompress(&b"SQLite format 3\0 not gzip"[..], io::sink(), 2, &|_| {}),
             Err(CodecError::Corrupt(_) | CodecError::Truncated(_))
         ));
+    }
+
+    #[test]
+    fn members_record_their_deflate_length() {
+        let data = sample(5000);
+        let (gz, _) = compress_vec(&data, &opts(2, 1000));
+        let mut r = &gz[..];
+        let mut members = 0;
+        while let Some(h) = read_member_header(&mut r).unwrap() {
+            let len = h.deflate_len.expect("every member records its length") as usize;
+            r = &r[len + 8..];
+            members += 1;
+        }
+        assert_eq!(members, 6, "five data members and the trailer");
+    }
+
+    #[test]
+    fn header_fields_of_other_writers_are_parsed() {
+        let mut gz = Vec::new();
+        let mut e = GzBuilder::new()
+            .filename("app.db")
+            .comment("hello")
+            .extra(vec![b'A', b'P', 2, 0, 9, 9])
+            .write(&mut gz, Compression::fast());
+        e.write_all(b"payload").unwrap();
+        e.finish().unwrap();
+        let h = read_member_header(&mut &gz[..]).unwrap().unwrap();
+        assert_eq!(h.comment.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(h.deflate_len, None);
+
+        assert_eq!(
+            deflate_len_subfield(&[b'A', b'P', 1, 0, 7, b'S', b'B', 4, 0, 5, 0, 0, 0]),
+            Some(5)
+        );
+        assert_eq!(deflate_len_subfield(&[b'S', b'B', 4, 0, 5, 0]), None);
+        assert_eq!(deflate_len_subfield(&[b'S', b'B', 2, 0, 5, 0]), None);
+        assert_eq!(deflate_len_subfield(&[]), None);
+
+        let ours = member_header(1234, Some("sqlbak 1.0"));
+        let h = read_member_header(&mut &ours[..]).unwrap().unwrap();
+        assert_eq!(h.deflate_len, Some(1234));
+        assert_eq!(h.comment.as_deref(), Some(&b"sqlbak 1.0"[..]));
+    }
+
+    #[test]
+    fn concatenated_plain_gzip_members_are_streamed() {
+        let data = sample(20_000);
+        let mut gz = Vec::new();
+        for part in data.chunks(7000) {
+            let mut e = flate2::write::GzEncoder::new(&mut gz, Compression::default());
+            e.write_all(part).unwrap();
+            e.finish().unwrap();
+        }
+        let mut out = Vec::new();
+        let report = decompress(&gz[..], &mut out, 2, &|_| {}).unwrap();
+        assert_eq!(out, data);
+        assert_eq!(report.size, 20_000);
+    }
+
+    #[test]
+    fn a_wrong_recorded_length_is_corruption() {
+        let data = sample(10_000);
+        let (gz, _) = compress_vec(&data, &opts(2, 1000));
+        // The second member's header starts right after the first member.
+        let first = read_member_header(&mut &gz[..]).unwrap().unwrap();
+        let first_len = member_header(
+            0,
+            Some(&format!(
+                "{FIRST_COMMENT_PREFIX}{}",
+                env!("CARGO_PKG_VERSION")
+            )),
+        )
+        .len()
+            + first.deflate_len.unwrap() as usize
+            + 8;
+        for delta in [-3i64, -1, 1, 2, 1 << 30] {
+            let mut bad = gz.clone();
+            let at = first_len + LEN_OFFSET;
+            let len = u32::from_le_bytes(bad[at..at + 4].try_into().unwrap());
+            let wrong = (i64::from(len) + delta) as u32;
+            bad[at..at + 4].copy_from_slice(&wrong.to_le_bytes());
+            let err = decompress(&bad[..], io::sink(), 2, &|_| {}).unwrap_err();
+            assert!(
+                matches!(err, CodecError::Corrupt(_) | CodecError::Truncated(_)),
+                "delta {delta}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn level_zero_stores() {
+        let data = sample(3000);
+        let (gz, _) = compress_vec(
+            &data,
+            &CompressOptions {
+                level: 0,
+                jobs: 1,
+                chunk_size: 1000,
+            },
+        );
+        assert!(gz.len() > data.len());
+        let mut out = Vec::new();
+        decompress(&gz[..], &mut out, 1, &|_| {}).unwrap();
+        assert_eq!(out, data);
     }
 
     #[test]

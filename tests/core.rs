@@ -482,3 +482,48 @@ fn vacuum_method_round_trip() {
     assert_eq!(sqlite(&plain, "SELECT count(*) FROM t"), "250");
     assert_eq!(sqlite(&plain, "PRAGMA integrity_check"), "ok");
 }
+
+#[test]
+fn restore_check_levels() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    let dest = dir.path().join("backups");
+    make_db(&db, "delete", 2000);
+    // A damaged b-tree page inside an intact gzip file: the checksums pass, SQLite must not.
+    let mut bytes = fs::read(&db).unwrap();
+    let page = 4096 * 4;
+    bytes[page..page + 4096].fill(0xAA);
+    let mut gz = Vec::new();
+    let mut enc = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, &bytes).unwrap();
+    enc.finish().unwrap();
+    fs::create_dir_all(dest.join("app")).unwrap();
+    fs::write(
+        dest.join("app").join("app-20240101T000000Z.sqlite3.gz"),
+        &gz,
+    )
+    .unwrap();
+
+    let restore = |check: Option<&str>, out: &Path| {
+        let mut cmd = sqlbak();
+        cmd.args(["restore", "--dest"])
+            .arg(&dest)
+            .arg("-o")
+            .arg(out);
+        if let Some(c) = check {
+            cmd.args(["--check", c]);
+        }
+        cmd.output().unwrap()
+    };
+    for check in [None, Some("quick"), Some("full")] {
+        let target = dir.path().join("r.db");
+        let out = restore(check, &target);
+        assert_eq!(out.status.code(), Some(1), "{check:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("PRAGMA"), "{}", stderr(&out));
+        assert!(!target.exists());
+    }
+    let target = dir.path().join("unchecked.db");
+    let out = restore(Some("none"), &target);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read(&target).unwrap(), bytes);
+}

@@ -207,7 +207,7 @@ fn timeline(dir: &Path, store: &S3Storage, stamps: &[&str]) {
         assert!(out.status.success(), "{}", stderr(&out));
         let file = &snapshot_files(&local)[0];
         let bytes = fs::read(file).unwrap();
-        let report = sqlbak::codec::decompress(&bytes[..], std::io::sink(), &|_| {}).unwrap();
+        let report = sqlbak::codec::decompress(&bytes[..], std::io::sink(), 1, &|_| {}).unwrap();
         let meta = ObjectMeta {
             image_sha256: report.sha256,
             image_size: report.size,

@@ -126,7 +126,7 @@ pub fn run(env: &Env, args: &RestoreArgs) -> Result<()> {
         &|n| bar.set_position(n),
     )?;
     bar.finish_and_clear();
-    image::check_integrity(tmp.path()).with_context(|| {
+    image::check_integrity(tmp.path(), args.check).with_context(|| {
         format!(
             "{} is not a healthy database; nothing was written to {}",
             snap.key,

@@ -260,6 +260,13 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     )
     .with_context(what)?;
     bar.finish_and_clear();
+    tracing::debug!(
+        "{}: captured {} and its sha256 in {:.2}s",
+        job.name,
+        indicatif::HumanBytes(image.size),
+        started.elapsed().as_secs_f64()
+    );
+    let compress_started = Instant::now();
 
     let key = SnapshotKey::new(&job.name, image.taken_at, !job.recipients.is_empty());
     let key_str = key.key();
@@ -304,6 +311,11 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
             );
         }
         writer.commit()?;
+        tracing::debug!(
+            "{}: compressed and stored in {:.2}s",
+            job.name,
+            compress_started.elapsed().as_secs_f64()
+        );
         Ok(stats)
     })()
     .with_context(what)?;

@@ -124,6 +124,6 @@ fn check_one(
         bar.set_position(n)
     })?;
     bar.finish_and_clear();
-    image::check_integrity(tmp.path())?;
+    image::check_integrity(tmp.path(), image::Check::Full)?;
     Ok(report)
 }
