@@ -399,7 +399,9 @@ struct Sidecars {
     shm_existed: bool,
 }
 
-fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+/// The path of a database's companion file: `db` with `suffix` (`-wal`, `-shm`,
+/// `-journal`) appended.
+pub fn sidecar(db: &Path, suffix: &str) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)

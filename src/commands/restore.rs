@@ -2,6 +2,7 @@
 //! prove it healthy, and only then move it into place.
 
 use super::{Env, list_snapshots, rfc3339};
+use crate::capture::sidecar;
 use crate::catalog;
 use crate::cli::RestoreArgs;
 use crate::exit;
@@ -163,12 +164,6 @@ fn output_dir(output: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
-}
-
-fn sidecar(db: &Path, suffix: &str) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// Refuses to touch an existing database (or its journal files) without `--force`.

@@ -34,6 +34,13 @@ pub struct Job {
     pub schedule: Option<crate::schedule::Schedule>,
 }
 
+impl Job {
+    /// "snapshot of PATH to DEST", the context of every error of this job.
+    fn describe(&self) -> String {
+        format!("snapshot of {} to {}", self.path.display(), self.opts.dest)
+    }
+}
+
 /// What one successful snapshot produced.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Taken {
@@ -219,7 +226,7 @@ pub fn default_name(path: &std::path::Path) -> Result<String> {
 /// no hooks, pings or metrics, since the holder reports its own outcome. Everything else,
 /// including a database that is missing, is a failure that the hooks, pings and metrics see.
 pub fn run_one(env: &Env, job: &Job) -> Result<Taken> {
-    let what = || format!("snapshot of {} to {}", job.path.display(), job.opts.dest);
+    let what = || job.describe();
     let lock = match capture::check_exists(&job.path) {
         Err(e) => Err(anyhow::Error::new(e).context(what())),
         Ok(_) => match DatabaseLock::acquire(&job.path, job.opts.wait) {
@@ -240,7 +247,7 @@ pub fn run_one(env: &Env, job: &Job) -> Result<Taken> {
 
 fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     let started = Instant::now();
-    let what = || format!("snapshot of {} to {}", job.path.display(), job.opts.dest);
+    let what = || job.describe();
     capture::check_source(&job.path).with_context(what)?;
     let store = storage::open(&job.opts.dest).with_context(what)?;
     wait_for_fresh_second(store.as_ref(), &job.name).with_context(what)?;
