@@ -370,27 +370,7 @@ pub fn read_header(path: &Path) -> io::Result<(u32, u32)> {
 }
 
 fn remove_stale_capture_dirs(tmp_dir: &Path) {
-    let Ok(entries) = fs::read_dir(tmp_dir) else {
-        return;
-    };
-    let this_host = host::hostname();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(tag) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(CAPTURE_DIR_PREFIX))
-        else {
-            continue;
-        };
-        let modified = entry.metadata().and_then(|m| m.modified()).ok();
-        if host::temp_is_stale(tag, modified, &this_host) {
-            if let Err(e) = fs::remove_dir_all(entry.path()) {
-                tracing::warn!("cannot remove stale {}: {e}", entry.path().display());
-            } else {
-                tracing::info!("removed stale {}", entry.path().display());
-            }
-        }
-    }
+    host::remove_stale_temporaries(tmp_dir, |name| name.strip_prefix(CAPTURE_DIR_PREFIX));
 }
 
 /// Which of a database's `-wal`/`-shm` files existed before we opened it.

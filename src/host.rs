@@ -1,6 +1,8 @@
 //! Facts about this host and its processes, used to name temporaries so that a later run
 //! can tell a dead run's leftovers from a live run's work in progress.
 
+use std::fs;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// This host's name, or `unknown-host` when it cannot be read.
@@ -47,6 +49,36 @@ pub fn temp_is_stale(tag: &str, modified: Option<SystemTime>, this_host: &str) -
     modified
         .and_then(|m| m.elapsed().ok())
         .is_some_and(|age| age > FOREIGN_TEMP_MAX_AGE)
+}
+
+/// Removes the entries of `dir` that `tag_of` recognises as temporaries (returning their
+/// `<host>-<pid>-<random>` tag) and that [`temp_is_stale`] says belong to a dead run.
+/// Failures are logged: cleaning up is never worth failing a run for.
+pub fn remove_stale_temporaries(dir: &Path, tag_of: impl Fn(&str) -> Option<&str>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let this_host = hostname();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(tag) = name.to_str().and_then(&tag_of) else {
+            continue;
+        };
+        let modified = entry.metadata().and_then(|m| m.modified()).ok();
+        if !temp_is_stale(tag, modified, &this_host) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => tracing::info!("removed stale temporary {}", path.display()),
+            Err(e) => tracing::warn!("cannot remove stale temporary {}: {e}", path.display()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -83,31 +83,11 @@ impl LocalStorage {
 
     /// Removes temporaries of writers that can no longer finish (see [`host::temp_is_stale`]).
     fn remove_stale_temporaries(dir: &Path) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        let this_host = host::hostname();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Some(idx) = name.rfind(TEMP_MARKER) else {
-                continue;
-            };
-            if !name.starts_with('.') {
-                continue;
-            }
-            let tag = &name[idx + TEMP_MARKER.len()..];
-            let modified = entry.metadata().and_then(|m| m.modified()).ok();
-            if host::temp_is_stale(tag, modified, &this_host) {
-                match fs::remove_file(entry.path()) {
-                    Ok(()) => tracing::info!("removed stale temporary {}", entry.path().display()),
-                    Err(e) => tracing::warn!(
-                        "cannot remove stale temporary {}: {e}",
-                        entry.path().display()
-                    ),
-                }
-            }
-        }
+        host::remove_stale_temporaries(dir, |name| {
+            let idx = name.rfind(TEMP_MARKER)?;
+            name.starts_with('.')
+                .then(|| &name[idx + TEMP_MARKER.len()..])
+        });
     }
 }
 
