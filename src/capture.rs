@@ -68,9 +68,6 @@ pub struct Image {
     pub page_size: u32,
     /// SQLite page count.
     pub page_count: u32,
-    /// Lowercase hex sha256 of the image, known before it is stored so that backends can
-    /// record it up front.
-    pub sha256: String,
 }
 
 /// Why a capture failed, phrased for the operator.
@@ -225,12 +222,7 @@ pub fn capture(
         "copied the image in {:.2}s",
         started.elapsed().as_secs_f64()
     );
-    let sha256 = crate::codec::sha256_file(&image_path).map_err(|e| CaptureError::Io {
-        context: format!("cannot read {}", image_path.display()),
-        source: e,
-    })?;
     Ok(Image {
-        sha256,
         _dir: dir,
         path: image_path,
         taken_at,

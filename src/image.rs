@@ -45,19 +45,25 @@ pub fn fetch(
         .and_then(|()| out.sync_all())
         .context("cannot fsync the restored image")?;
     // Backends that record the image beside the object (S3 metadata) get a second opinion.
-    if let Some(stored) = storage.image_meta(&key)?
-        && (stored.image_size, stored.image_sha256.as_str())
-            != (report.size, report.sha256.as_str())
-    {
-        bail!(
-            "{key} in {} decodes to {} bytes with sha256 {}, but the object's metadata \
-records {} bytes with sha256 {}: the object was replaced or damaged",
-            storage.url(),
-            report.size,
-            report.sha256,
-            stored.image_size,
-            stored.image_sha256
-        );
+    if let Some(stored) = storage.image_meta(&key)? {
+        let sha_differs = stored
+            .image_sha256
+            .as_ref()
+            .is_some_and(|sha| *sha != report.sha256);
+        if stored.image_size != report.size || sha_differs {
+            bail!(
+                "{key} in {} decodes to {} bytes with sha256 {}, but the object's metadata \
+records {} bytes{}: the object was replaced or damaged",
+                storage.url(),
+                report.size,
+                report.sha256,
+                stored.image_size,
+                stored
+                    .image_sha256
+                    .map(|sha| format!(" with sha256 {sha}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     Ok(report)
 }

@@ -11,8 +11,8 @@ use std::io::{Read, Write};
 
 fn meta(tag: u8) -> ObjectMeta {
     ObjectMeta {
-        image_sha256: format!("{tag:02x}").repeat(32),
         image_size: 1000 + u64::from(tag),
+        image_sha256: Some(format!("{tag:02x}").repeat(32)),
     }
 }
 

@@ -268,7 +268,7 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     .with_context(what)?;
     bar.finish_and_clear();
     tracing::debug!(
-        "{}: captured {} and its sha256 in {:.2}s",
+        "{}: captured {} in {:.2}s",
         job.name,
         indicatif::HumanBytes(image.size),
         started.elapsed().as_secs_f64()
@@ -281,8 +281,8 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
         let input = File::open(&image.path)
             .with_context(|| format!("cannot open the captured image {}", image.path.display()))?;
         let meta = ObjectMeta {
-            image_sha256: image.sha256.clone(),
             image_size: image.size,
+            image_sha256: None,
         };
         let mut writer = store.create(&key_str, &meta)?;
         let bar = env.ui.bytes(image.size, "compress");
@@ -311,7 +311,7 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
             stats
         };
         bar.finish_and_clear();
-        if stats.sha256 != image.sha256 {
+        if stats.input_bytes != image.size {
             bail!(
                 "the temporary image {} changed while it was compressed; nothing was stored",
                 image.path.display()

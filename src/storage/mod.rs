@@ -75,10 +75,12 @@ impl StorageError {
 /// check that does not need the object's content (e.g. S3 object metadata).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectMeta {
-    /// Lowercase hex sha256 of the uncompressed database image.
-    pub image_sha256: String,
     /// Uncompressed image size in bytes.
     pub image_size: u64,
+    /// Lowercase hex sha256 of the uncompressed image, when known before the object is
+    /// written. `snapshot` leaves it out: hashing the image up front would cost a full extra
+    /// read on the critical path, and the trailer inside the stream records it anyway.
+    pub image_sha256: Option<String>,
 }
 
 /// An object being written. Nothing is visible under its key until `commit` returns;

@@ -23,9 +23,10 @@
 //!   with that MD5 whenever it is one (no SSE-KMS, not multipart), catching a server that
 //!   ignores the header;
 //! - `DeleteObjects`, for which S3 requires a checksum, gets `Content-MD5` as well;
-//! - the image's sha256 and size are stored as object metadata (`x-amz-meta-sqlbak-sha256`,
-//!   `x-amz-meta-sqlbak-size`), returned by [`Storage::image_meta`] and compared with the
-//!   decoded image on restore and verify, on top of the gzip CRCs and sha256 trailer.
+//! - the image's size (and its sha256 when the caller knows it up front) is stored as object
+//!   metadata (`x-amz-meta-sqlbak-size`, `x-amz-meta-sqlbak-sha256`), returned by
+//!   [`Storage::image_meta`] and compared with the decoded image on restore and verify, on
+//!   top of the gzip CRCs and the sha256 trailer inside the stream.
 //!
 //! # Writes
 //! An object smaller than one part (8 MiB by default) is sent as one `PutObject` at commit.
@@ -674,9 +675,9 @@ token; it is not S3-compatible enough"
             Err(e) => return Err(e),
         }
         let mut metadata = HashMap::new();
-        if !meta.image_sha256.is_empty() {
-            metadata.insert(META_SHA256.to_string(), meta.image_sha256.clone());
-            metadata.insert(META_SIZE.to_string(), meta.image_size.to_string());
+        metadata.insert(META_SIZE.to_string(), meta.image_size.to_string());
+        if let Some(sha) = &meta.image_sha256 {
+            metadata.insert(META_SHA256.to_string(), sha.clone());
         }
         let token = writer_token();
         metadata.insert(META_WRITER.to_string(), token.clone());
@@ -821,7 +822,7 @@ token; it is not S3-compatible enough"
                 key: key.into(),
             });
         };
-        let (Some(sha), Some(size)) = (meta.get(META_SHA256), meta.get(META_SIZE)) else {
+        let Some(size) = meta.get(META_SIZE) else {
             return Ok(None);
         };
         let size = size.parse().map_err(|_| StorageError::Remote {
@@ -829,8 +830,8 @@ token; it is not S3-compatible enough"
             reason: format!("x-amz-meta-{META_SIZE} is {size:?}, not a number"),
         })?;
         Ok(Some(ObjectMeta {
-            image_sha256: sha.to_ascii_lowercase(),
             image_size: size,
+            image_sha256: meta.get(META_SHA256).map(|s| s.to_ascii_lowercase()),
         }))
     }
 }
