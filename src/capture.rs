@@ -19,6 +19,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -36,8 +38,13 @@ use tempfile::TempDir;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
-    /// SQLite's online backup API: a page-for-page copy inside one read transaction.
+    /// Pages go straight from the database into the compressor, inside one read
+    /// transaction, with no temporary copy. Only in WAL mode, where the transaction does not
+    /// hold up writers; a rollback-journal database is captured as with `backup`.
     #[default]
+    Stream,
+    /// SQLite's online backup API: a page-for-page copy into a temporary file inside one
+    /// read transaction, which then lasts only as long as the copy.
     Backup,
     /// `VACUUM INTO`: a compacted, defragmented copy (slower, smaller).
     Vacuum,
@@ -46,7 +53,7 @@ pub enum Method {
 /// What controls a capture.
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
-    /// Backup API or `VACUUM INTO`.
+    /// Streamed, backup API copy, or `VACUUM INTO`.
     pub method: Method,
     /// How long to wait for a lock before giving up.
     pub busy_timeout: Duration,
@@ -54,12 +61,11 @@ pub struct CaptureOptions {
     pub tmp_dir: PathBuf,
 }
 
-/// A captured image in a private temporary directory, removed on drop.
+/// A captured image: a file in a private temporary directory (removed on drop), or the
+/// pages of an open read transaction, streamed once through [`Image::reader`].
 #[derive(Debug)]
 pub struct Image {
-    _dir: TempDir,
-    /// The image file.
-    pub path: PathBuf,
+    content: Content,
     /// When the read transaction began: the instant the image reflects.
     pub taken_at: DateTime<Utc>,
     /// Image size in bytes.
@@ -68,6 +74,92 @@ pub struct Image {
     pub page_size: u32,
     /// SQLite page count.
     pub page_count: u32,
+}
+
+#[derive(Debug)]
+enum Content {
+    File { _dir: TempDir, path: PathBuf },
+    Stream(PageStream),
+}
+
+impl Image {
+    /// The image's bytes. A streamed image can be read once; a second call, or a call after
+    /// the stream ended, reads nothing.
+    pub fn reader(&mut self) -> io::Result<Box<dyn Read + Send + '_>> {
+        match &mut self.content {
+            Content::File { path, .. } => Ok(Box::new(File::open(&*path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open the captured image {}: {e}", path.display()),
+                )
+            })?)),
+            Content::Stream(stream) => Ok(Box::new(stream)),
+        }
+    }
+
+    /// Whether the pages come straight from the database (no temporary copy).
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.content, Content::Stream(_))
+    }
+
+    /// Ends the capture. For a stream this closes the read transaction and reports why the
+    /// stream ended early, if it did; call it before trusting what [`Image::reader`] gave.
+    pub fn finish(self) -> Result<(), CaptureError> {
+        match self.content {
+            Content::File { .. } => Ok(()),
+            Content::Stream(mut stream) => stream.join(),
+        }
+    }
+}
+
+/// The reading end of a capture running on its own thread: pages in 1 MiB buffers
+/// through a small bounded channel, so memory stays flat whatever the database size.
+#[derive(Debug)]
+struct PageStream {
+    rx: Option<mpsc::Receiver<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    worker: Option<JoinHandle<Result<(), CaptureError>>>,
+}
+
+impl PageStream {
+    /// Stops reading (the worker sees the closed channel, ends its transaction and tidies
+    /// up) and returns the worker's verdict.
+    fn join(&mut self) -> Result<(), CaptureError> {
+        self.rx = None;
+        match self.worker.take() {
+            None => Ok(()),
+            Some(worker) => worker.join().unwrap_or_else(|_| {
+                Err(CaptureError::Io {
+                    context: "the capture thread panicked".into(),
+                    source: io::Error::other("panic"),
+                })
+            }),
+        }
+    }
+}
+
+impl Read for PageStream {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            // A closed channel is the end: complete, or cut short, which `finish` reports.
+            let Some(next) = self.rx.as_ref().and_then(|rx| rx.recv().ok()) else {
+                return Ok(0);
+            };
+            self.buf = next;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for PageStream {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
 }
 
 /// Why a capture failed, phrased for the operator.
@@ -130,6 +222,10 @@ const SQLITE_READONLY_RECOVERY: std::ffi::c_int = 8 | (1 << 8);
 const SQLITE_READONLY_ROLLBACK: std::ffi::c_int = 8 | (3 << 8);
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const PAGES_PER_STEP: i32 = 4096;
+/// Bytes per buffer of a streamed capture.
+const STREAM_BUFFER: usize = 1 << 20;
+/// Buffers queued between the capture thread and the compressor.
+const STREAM_BUFFERS: usize = 2;
 const CAPTURE_DIR_PREFIX: &str = "sqlbak-capture-";
 
 /// Checks that `path` exists and is a regular file, without opening it: closing any
@@ -176,8 +272,10 @@ pub fn check_source(path: &Path) -> Result<(), CaptureError> {
     Ok(())
 }
 
-/// Takes a consistent image of `source` into a new temporary directory under
-/// `opts.tmp_dir`. `progress(done, total)` is called with page counts during the copy.
+/// Takes a consistent image of `source`: streamed from its read transaction when
+/// `opts.method` is `Stream` and the database is in WAL mode, otherwise copied into a new
+/// temporary directory under `opts.tmp_dir`. `progress(done, total)` is called with page
+/// counts during a copy.
 pub fn capture(
     source: &Path,
     opts: &CaptureOptions,
@@ -186,6 +284,172 @@ pub fn capture(
     let started = Instant::now();
     check_source(source)?;
     remove_stale_capture_dirs(&opts.tmp_dir);
+    let sidecars = Sidecars::observe(source);
+    let src = match open_source(source, opts) {
+        Ok(src) => src,
+        Err(e) => {
+            sidecars.tidy(source);
+            return Err(classify(e, source, opts));
+        }
+    };
+    if opts.method == Method::Stream {
+        match start_stream(src, source, opts, sidecars) {
+            Ok(Started::Streaming(image)) => return Ok(image),
+            Ok(Started::CannotStream(src, sidecars)) => {
+                return copy_into_temp(src, source, opts, sidecars, progress, started);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    copy_into_temp(src, source, opts, sidecars, progress, started)
+}
+
+/// The source, read-only, never checkpointing on close, polling for locks until the busy
+/// timeout.
+fn open_source(source: &Path, opts: &CaptureOptions) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut src = Connection::open_with_flags(source, flags)?;
+    src.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    BUSY_DEADLINE.with(|d| d.set(deadline_after(opts.busy_timeout)));
+    src.busy_handler(Some(retry_until_deadline))?;
+    Ok(src)
+}
+
+/// What [`start_stream`] managed.
+enum Started {
+    Streaming(Image),
+    /// Not a WAL database, or a SQLite built without the `sqlite_dbpage` table.
+    CannotStream(Connection, Sidecars),
+}
+
+/// Starts the read transaction and, when streaming is possible, hands the connection to a
+/// thread that reads every page of that snapshot through `sqlite_dbpage`.
+fn start_stream(
+    src: Connection,
+    source: &Path,
+    opts: &CaptureOptions,
+    sidecars: Sidecars,
+) -> Result<Started, CaptureError> {
+    let fail = |src: Connection, sidecars: Sidecars, e: rusqlite::Error| {
+        drop(src);
+        sidecars.tidy(source);
+        classify(e, source, opts)
+    };
+    let begun = (|| -> rusqlite::Result<(String, u32, u32)> {
+        src.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;")?;
+        let mode: String = src.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        let page_size: u32 = src.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let page_count: u32 = src.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        Ok((mode, page_size, page_count))
+    })();
+    let taken_at = Utc::now();
+    let (mode, page_size, page_count) = match begun {
+        Ok(v) => v,
+        Err(e) => return Err(fail(src, sidecars, e)),
+    };
+    let streamable =
+        mode.eq_ignore_ascii_case("wal") && src.prepare("SELECT data FROM sqlite_dbpage").is_ok();
+    if !streamable {
+        tracing::debug!(
+            "{}: journal mode {mode}; copying to a temporary file instead of streaming",
+            source.display()
+        );
+        if let Err(e) = src.execute_batch("COMMIT") {
+            return Err(fail(src, sidecars, e));
+        }
+        return Ok(Started::CannotStream(src, sidecars));
+    }
+
+    let (tx, rx) = mpsc::sync_channel(STREAM_BUFFERS);
+    let deadline = BUSY_DEADLINE.with(Cell::get);
+    let source_path = source.to_path_buf();
+    let thread_opts = opts.clone();
+    let worker = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            BUSY_DEADLINE.with(|d| d.set(deadline));
+            let result = send_pages(&src, page_size, page_count, &tx)
+                .and_then(|()| src.execute_batch("COMMIT"))
+                .and_then(|()| src.close().map_err(|(_, e)| e));
+            sidecars.tidy(&source_path);
+            result.map_err(|e| classify(e, &source_path, &thread_opts))
+        })
+        .map_err(|e| CaptureError::Io {
+            context: "cannot start the capture thread".into(),
+            source: e,
+        })?;
+    Ok(Started::Streaming(Image {
+        content: Content::Stream(PageStream {
+            rx: Some(rx),
+            buf: Vec::new(),
+            pos: 0,
+            worker: Some(worker),
+        }),
+        taken_at,
+        size: u64::from(page_size) * u64::from(page_count),
+        page_size,
+        page_count,
+    }))
+}
+
+/// Sends every page of the open read transaction, in order, in buffers of about
+/// [`STREAM_BUFFER`] bytes. Stops quietly when the reader hangs up.
+fn send_pages(
+    src: &Connection,
+    page_size: u32,
+    page_count: u32,
+    tx: &mpsc::SyncSender<Vec<u8>>,
+) -> rusqlite::Result<()> {
+    let mut stmt = src.prepare("SELECT data FROM sqlite_dbpage")?;
+    let mut rows = stmt.query([])?;
+    let mut buf = Vec::with_capacity(STREAM_BUFFER);
+    let mut pages = 0u32;
+    while let Some(row) = rows.next()? {
+        let data = row.get_ref(0)?.as_blob()?;
+        if data.len() != page_size as usize {
+            return Err(stream_mismatch(format!(
+                "page {} has {} bytes, expected {page_size}",
+                pages + 1,
+                data.len()
+            )));
+        }
+        buf.extend_from_slice(data);
+        pages += 1;
+        if buf.len() >= STREAM_BUFFER {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(STREAM_BUFFER));
+            if tx.send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if pages != page_count {
+        return Err(stream_mismatch(format!(
+            "read {pages} pages, expected {page_count}"
+        )));
+    }
+    if !buf.is_empty() {
+        let _ = tx.send(buf);
+    }
+    Ok(())
+}
+
+fn stream_mismatch(what: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some(format!("the page stream is inconsistent: {what}")),
+    )
+}
+
+/// Copies the image into a private temporary directory: the backup API inside one read
+/// transaction, or `VACUUM INTO`.
+fn copy_into_temp(
+    src: Connection,
+    source: &Path,
+    opts: &CaptureOptions,
+    sidecars: Sidecars,
+    progress: &dyn Fn(u64, u64),
+    started: Instant,
+) -> Result<Image, CaptureError> {
     let dir = tempfile::Builder::new()
         .prefix(&format!(
             "{CAPTURE_DIR_PREFIX}{}-{}-",
@@ -200,11 +464,17 @@ pub fn capture(
                 opts.tmp_dir.display()
             ),
             source: e,
-        })?;
+        });
+    let dir = match dir {
+        Ok(dir) => dir,
+        Err(e) => {
+            drop(src);
+            sidecars.tidy(source);
+            return Err(e);
+        }
+    };
     let image_path = dir.path().join("image.sqlite3");
-
-    let sidecars = Sidecars::observe(source);
-    let result = copy_image(source, &image_path, opts, progress);
+    let result = copy_image(src, &image_path, opts.method, progress);
     sidecars.tidy(source);
     let taken_at = result.map_err(|e| classify(e, source, opts))?;
 
@@ -223,8 +493,10 @@ pub fn capture(
         started.elapsed().as_secs_f64()
     );
     Ok(Image {
-        _dir: dir,
-        path: image_path,
+        content: Content::File {
+            _dir: dir,
+            path: image_path,
+        },
         taken_at,
         size,
         page_size,
@@ -233,18 +505,12 @@ pub fn capture(
 }
 
 fn copy_image(
-    source: &Path,
+    src: Connection,
     image: &Path,
-    opts: &CaptureOptions,
+    method: Method,
     progress: &dyn Fn(u64, u64),
 ) -> rusqlite::Result<DateTime<Utc>> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut src = Connection::open_with_flags(source, flags)?;
-    src.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-    BUSY_DEADLINE.with(|d| d.set(deadline_after(opts.busy_timeout)));
-    src.busy_handler(Some(retry_until_deadline))?;
-
-    let taken_at = match opts.method {
+    let taken_at = match method {
         Method::Vacuum => {
             // VACUUM INTO reads inside its own single read transaction.
             let taken_at = Utc::now();
@@ -254,7 +520,7 @@ fn copy_image(
             src.execute("VACUUM INTO ?1", [target])?;
             taken_at
         }
-        Method::Backup => {
+        Method::Backup | Method::Stream => {
             // One read transaction for the whole copy: the backup never restarts, however
             // much other processes write, and the image is one point in time.
             src.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;")?;

@@ -482,7 +482,7 @@ method = "vacuum"
         assert_eq!(a.dest, "/backups");
         assert_eq!(a.level, 9);
         assert_eq!(a.busy_timeout, Duration::from_secs(5));
-        assert_eq!(a.method, Method::Backup);
+        assert_eq!(a.method, Method::Stream);
         let b = cfg.databases[1]
             .options
             .over(&cfg.defaults)

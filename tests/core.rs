@@ -483,6 +483,103 @@ fn vacuum_method_round_trip() {
     assert_eq!(sqlite(&plain, "PRAGMA integrity_check"), "ok");
 }
 
+/// A WAL database streams from its read transaction into the compressor: no temporary
+/// copy (a --tmp-dir that cannot hold one does not matter), and the image is the database's
+/// own pages, byte for byte, uncommitted WAL frames included. A rollback-journal database,
+/// or `--method backup`, needs the temporary copy.
+#[test]
+fn wal_databases_stream_without_a_temporary_copy() {
+    let dir = TempDir::new().unwrap();
+    let not_a_dir = dir.path().join("not-a-dir");
+    fs::write(&not_a_dir, "").unwrap();
+    let take = |db: &Path, dest: &Path, extra: &[&str]| {
+        sqlbak()
+            .arg("snapshot")
+            .args(extra)
+            .arg("--db")
+            .arg(db)
+            .arg("--dest")
+            .arg(dest)
+            .arg("--tmp-dir")
+            .arg(&not_a_dir)
+            .output()
+            .unwrap()
+    };
+
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 3000);
+    let dest = dir.path().join("backups");
+    let out = take(&db, &dest, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain = dir.path().join("plain.db");
+    gunzip_to(&snapshot_files(&dest)[0], &plain);
+    assert_eq!(fs::read(&plain).unwrap(), fs::read(&db).unwrap());
+    assert!(!sidecar(&db, "-wal").exists() && !sidecar(&db, "-shm").exists());
+
+    // Committed frames still in the WAL (another connection holds it open) are in the image.
+    let session = hold_open(&db, "INSERT INTO t(payload) VALUES ('only in the wal');");
+    assert!(fs::metadata(sidecar(&db, "-wal")).unwrap().len() > 0);
+    let dest2 = dir.path().join("backups2");
+    let out = take(&db, &dest2, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain2 = dir.path().join("plain2.db");
+    gunzip_to(&snapshot_files(&dest2)[0], &plain2);
+    assert_eq!(
+        sqlite(
+            &plain2,
+            "SELECT count(*) FROM t WHERE payload = 'only in the wal'"
+        ),
+        "1"
+    );
+    assert_eq!(sqlite(&plain2, "PRAGMA integrity_check"), "ok");
+    drop(session);
+
+    for (mode, extra) in [("delete", &[][..]), ("wal", &["--method", "backup"][..])] {
+        let db = dir.path().join(format!("copy-{mode}-{}.db", extra.len()));
+        make_db(&db, mode, 100);
+        let out = take(&db, &dir.path().join("backups3"), extra);
+        assert_eq!(out.status.code(), Some(1), "{mode} {extra:?}");
+        assert!(
+            stderr(&out).contains("cannot create a temporary directory"),
+            "{mode} {extra:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+fn sidecar(db: &Path, suffix: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}{suffix}", db.display()))
+}
+
+/// A `sqlite3` session that ran `sql` on `db` and keeps the connection open (so its WAL is
+/// not checkpointed away) until dropped.
+fn hold_open(db: &Path, sql: &str) -> impl Drop {
+    use std::io::{BufRead, BufReader, Write};
+    struct Session(std::process::Child);
+    impl Drop for Session {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = std::process::Command::new("sqlite3")
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3 must be installed");
+    let stdin = child.stdin.as_mut().unwrap();
+    writeln!(
+        stdin,
+        "PRAGMA wal_autocheckpoint=0;\n{sql}\nSELECT 'ready';"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let mut lines = BufReader::new(child.stdout.as_mut().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().trim() == "ready"));
+    Session(child)
+}
+
 #[test]
 fn restore_check_levels() {
     let dir = TempDir::new().unwrap();

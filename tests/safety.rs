@@ -98,7 +98,7 @@ fn count(db: &Path) -> u64 {
     panic!("sqlite3 count stayed locked: {last_error}");
 }
 
-fn consistent_under_writes(mode: &str) {
+fn consistent_under_writes(mode: &str, method: &str) {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("app.db");
     let dest = dir.path().join("backups");
@@ -114,7 +114,14 @@ fn consistent_under_writes(mode: &str) {
     for i in 0..4 {
         let before = count(&db);
         let out = sqlbak()
-            .args(["snapshot", "--busy-timeout", "20s", "--db"])
+            .args([
+                "snapshot",
+                "--method",
+                method,
+                "--busy-timeout",
+                "20s",
+                "--db",
+            ])
             .arg(&db)
             .arg("--dest")
             .arg(&dest)
@@ -162,13 +169,18 @@ fn consistent_under_writes(mode: &str) {
 }
 
 #[test]
-fn consistent_while_another_process_writes_wal() {
-    consistent_under_writes("wal");
+fn consistent_while_another_process_writes_wal_streamed() {
+    consistent_under_writes("wal", "stream");
+}
+
+#[test]
+fn consistent_while_another_process_writes_wal_copied() {
+    consistent_under_writes("wal", "backup");
 }
 
 #[test]
 fn consistent_while_another_process_writes_rollback_journal() {
-    consistent_under_writes("delete");
+    consistent_under_writes("delete", "stream");
 }
 
 fn sha(path: &Path) -> Vec<u8> {

@@ -13,7 +13,7 @@ use crate::lock::DatabaseLock;
 use crate::storage::{self, ObjectMeta, Storage};
 use anyhow::{Context, Result, bail};
 use chrono::{SubsecRound, Utc};
-use std::fs::{self, File};
+use std::fs;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -253,7 +253,7 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     wait_for_fresh_second(store.as_ref(), &job.name).with_context(what)?;
 
     let bar = env.ui.pages(0, "copy");
-    let image = capture::capture(
+    let mut image = capture::capture(
         &job.path,
         &CaptureOptions {
             method: job.opts.method,
@@ -268,8 +268,13 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     .with_context(what)?;
     bar.finish_and_clear();
     tracing::debug!(
-        "{}: captured {} in {:.2}s",
+        "{}: {} {} in {:.2}s",
         job.name,
+        if image.is_streamed() {
+            "streaming the pages of"
+        } else {
+            "copied"
+        },
         indicatif::HumanBytes(image.size),
         started.elapsed().as_secs_f64()
     );
@@ -278,14 +283,15 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     let key = SnapshotKey::new(&job.name, image.taken_at, !job.recipients.is_empty());
     let key_str = key.key();
     let stats = (|| -> Result<codec::CompressStats> {
-        let input = File::open(&image.path)
-            .with_context(|| format!("cannot open the captured image {}", image.path.display()))?;
+        let size = image.size;
+        let (page_size, page_count) = (image.page_size, image.page_count);
+        let input = image.reader()?;
         let meta = ObjectMeta {
-            image_size: image.size,
+            image_size: size,
             image_sha256: None,
         };
         let mut writer = store.create(&key_str, &meta)?;
-        let bar = env.ui.bytes(image.size, "compress");
+        let bar = env.ui.bytes(size, "compress");
         let opts = CompressOptions {
             level: job.opts.level,
             jobs: job.opts.jobs as usize,
@@ -294,8 +300,8 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
         let trailer = |size, sha256: &str| ImageMeta {
             size,
             sha256: sha256.to_string(),
-            page_size: Some(image.page_size),
-            page_count: Some(image.page_count),
+            page_size: Some(page_size),
+            page_count: Some(page_count),
             host: Some(host::hostname()),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
         };
@@ -311,10 +317,13 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
             stats
         };
         bar.finish_and_clear();
-        if stats.input_bytes != image.size {
+        // A streamed capture that failed part-way ends its stream early: its own error
+        // says why, before the size check below would.
+        image.finish()?;
+        if stats.input_bytes != size {
             bail!(
-                "the temporary image {} changed while it was compressed; nothing was stored",
-                image.path.display()
+                "the captured image should be {size} bytes but {} were read; nothing was stored",
+                stats.input_bytes
             );
         }
         writer.commit()?;
