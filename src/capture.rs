@@ -2,12 +2,16 @@
 //! streaming replicator (such as Litestream) that watches the same file.
 //!
 //! The source is opened read-only with checkpoint-on-close disabled, so sqlbak never
-//! checkpoints, never changes the journal mode and never writes the database. The copy
-//! happens inside one read transaction: in WAL mode writers go on committing while we
-//! read our snapshot; in rollback mode they wait (up to their busy timeout) for the copy,
-//! which runs at memory speed into a private temporary file. Opening a WAL database whose
+//! checkpoints, never changes the journal mode and never writes the database. The pages
+//! are read inside one read transaction: in WAL mode writers go on committing while we
+//! read our snapshot; in rollback mode they wait (up to their busy timeout). Either way the
+//! transaction lasts only as long as reading the pages at memory speed, never as long as
+//! compression or upload: pages go to the compressor as they are read, and those it has
+//! not reached yet wait in a private temporary file ([`stream`]). Opening a WAL database whose
 //! `-wal`/`-shm` files are absent makes SQLite create them; we remove exactly those again
 //! once no other connection has the database open.
+
+mod stream;
 
 use crate::host;
 use chrono::{DateTime, Utc};
@@ -19,9 +23,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use stream::PageStream;
 use tempfile::TempDir;
 
 /// How the image is taken.
@@ -38,13 +41,13 @@ use tempfile::TempDir;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
-    /// Pages go straight from the database into the compressor, inside one read
-    /// transaction, with no temporary copy. Only in WAL mode, where the transaction does not
-    /// hold up writers; a rollback-journal database is captured as with `backup`.
+    /// Pages go from one read transaction straight to the compressor as they are read;
+    /// only those the compressor has not reached when the transaction ends (it never waits
+    /// for the compressor) go through a temporary file.
     #[default]
     Stream,
     /// SQLite's online backup API: a page-for-page copy into a temporary file inside one
-    /// read transaction, which then lasts only as long as the copy.
+    /// read transaction, compressed after the transaction ends.
     Backup,
     /// `VACUUM INTO`: a compacted, defragmented copy (slower, smaller).
     Vacuum,
@@ -57,7 +60,7 @@ pub struct CaptureOptions {
     pub method: Method,
     /// How long to wait for a lock before giving up.
     pub busy_timeout: Duration,
-    /// Where the temporary image goes.
+    /// Where a copied image, or the pages a streamed one spills, go.
     pub tmp_dir: PathBuf,
 }
 
@@ -109,56 +112,6 @@ impl Image {
             Content::File { .. } => Ok(()),
             Content::Stream(mut stream) => stream.join(),
         }
-    }
-}
-
-/// The reading end of a capture running on its own thread: pages in 1 MiB buffers
-/// through a small bounded channel, so memory stays flat whatever the database size.
-#[derive(Debug)]
-struct PageStream {
-    rx: Option<mpsc::Receiver<Vec<u8>>>,
-    buf: Vec<u8>,
-    pos: usize,
-    worker: Option<JoinHandle<Result<(), CaptureError>>>,
-}
-
-impl PageStream {
-    /// Stops reading (the worker sees the closed channel, ends its transaction and tidies
-    /// up) and returns the worker's verdict.
-    fn join(&mut self) -> Result<(), CaptureError> {
-        self.rx = None;
-        match self.worker.take() {
-            None => Ok(()),
-            Some(worker) => worker.join().unwrap_or_else(|_| {
-                Err(CaptureError::Io {
-                    context: "the capture thread panicked".into(),
-                    source: io::Error::other("panic"),
-                })
-            }),
-        }
-    }
-}
-
-impl Read for PageStream {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            // A closed channel is the end: complete, or cut short, which `finish` reports.
-            let Some(next) = self.rx.as_ref().and_then(|rx| rx.recv().ok()) else {
-                return Ok(0);
-            };
-            self.buf = next;
-            self.pos = 0;
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Drop for PageStream {
-    fn drop(&mut self) {
-        let _ = self.join();
     }
 }
 
@@ -224,8 +177,9 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const PAGES_PER_STEP: i32 = 4096;
 /// Bytes per buffer of a streamed capture.
 const STREAM_BUFFER: usize = 1 << 20;
-/// Buffers queued between the capture thread and the compressor.
-const STREAM_BUFFERS: usize = 2;
+/// Buffers queued in memory between the capture thread and the compressor; beyond them,
+/// pages spill to a temporary file.
+const STREAM_BUFFERS: usize = 8;
 const CAPTURE_DIR_PREFIX: &str = "sqlbak-capture-";
 
 /// Checks that `path` exists and is a regular file, without opening it: closing any
@@ -318,12 +272,13 @@ fn open_source(source: &Path, opts: &CaptureOptions) -> rusqlite::Result<Connect
 /// What [`start_stream`] managed.
 enum Started {
     Streaming(Image),
-    /// Not a WAL database, or a SQLite built without the `sqlite_dbpage` table.
+    /// A SQLite built without the `sqlite_dbpage` table.
     CannotStream(Connection, Sidecars),
 }
 
-/// Starts the read transaction and, when streaming is possible, hands the connection to a
-/// thread that reads every page of that snapshot through `sqlite_dbpage`.
+/// Starts the read transaction and, when the `sqlite_dbpage` table is there, hands the
+/// connection to a thread that reads every page of that snapshot through it, as fast as
+/// it can (see [`stream`]), ending the transaction as soon as the last page is read.
 fn start_stream(
     src: Connection,
     source: &Path,
@@ -335,56 +290,55 @@ fn start_stream(
         sidecars.tidy(source);
         classify(e, source, opts)
     };
-    let begun = (|| -> rusqlite::Result<(String, u32, u32)> {
+    let begun = (|| -> rusqlite::Result<(u32, u32)> {
         src.execute_batch("BEGIN DEFERRED; SELECT count(*) FROM sqlite_schema;")?;
-        let mode: String = src.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         let page_size: u32 = src.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let page_count: u32 = src.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        Ok((mode, page_size, page_count))
+        Ok((page_size, page_count))
     })();
     let taken_at = Utc::now();
-    let (mode, page_size, page_count) = match begun {
+    let (page_size, page_count) = match begun {
         Ok(v) => v,
         Err(e) => return Err(fail(src, sidecars, e)),
     };
-    let streamable =
-        mode.eq_ignore_ascii_case("wal") && src.prepare("SELECT data FROM sqlite_dbpage").is_ok();
-    if !streamable {
-        tracing::debug!(
-            "{}: journal mode {mode}; copying to a temporary file instead of streaming",
-            source.display()
-        );
+    if src.prepare("SELECT data FROM sqlite_dbpage").is_err() {
+        tracing::debug!("this SQLite has no sqlite_dbpage table; copying with the backup API");
         if let Err(e) = src.execute_batch("COMMIT") {
             return Err(fail(src, sidecars, e));
         }
         return Ok(Started::CannotStream(src, sidecars));
     }
 
-    let (tx, rx) = mpsc::sync_channel(STREAM_BUFFERS);
+    let (mut pump, mut pages) = stream::channel(STREAM_BUFFERS, &opts.tmp_dir, temp_prefix());
     let deadline = BUSY_DEADLINE.with(Cell::get);
     let source_path = source.to_path_buf();
     let thread_opts = opts.clone();
+    let started = Instant::now();
     let worker = std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
             BUSY_DEADLINE.with(|d| d.set(deadline));
-            let result = send_pages(&src, page_size, page_count, &tx)
-                .and_then(|()| src.execute_batch("COMMIT"))
-                .and_then(|()| src.close().map_err(|(_, e)| e));
+            let classified = |e| classify(e, &source_path, &thread_opts);
+            let result =
+                send_pages(&src, page_size, page_count, &mut pump, &classified).and_then(|()| {
+                    src.execute_batch("COMMIT")
+                        .and_then(|()| src.close().map_err(|(_, e)| e))
+                        .map_err(classified)
+                });
             sidecars.tidy(&source_path);
-            result.map_err(|e| classify(e, &source_path, &thread_opts))
+            tracing::debug!(
+                "read {page_count} pages in {:.2}s",
+                started.elapsed().as_secs_f64()
+            );
+            result
         })
         .map_err(|e| CaptureError::Io {
             context: "cannot start the capture thread".into(),
             source: e,
         })?;
+    pages.set_worker(worker);
     Ok(Started::Streaming(Image {
-        content: Content::Stream(PageStream {
-            rx: Some(rx),
-            buf: Vec::new(),
-            pos: 0,
-            worker: Some(worker),
-        }),
+        content: Content::Stream(pages),
         taken_at,
         size: u64::from(page_size) * u64::from(page_count),
         page_size,
@@ -392,43 +346,49 @@ fn start_stream(
     }))
 }
 
-/// Sends every page of the open read transaction, in order, in buffers of about
-/// [`STREAM_BUFFER`] bytes. Stops quietly when the reader hangs up.
+/// Reads every page of the open read transaction, in order, into buffers of about
+/// [`STREAM_BUFFER`] bytes for `pump`. Stops quietly when the reader leaves.
 fn send_pages(
     src: &Connection,
     page_size: u32,
     page_count: u32,
-    tx: &mpsc::SyncSender<Vec<u8>>,
-) -> rusqlite::Result<()> {
-    let mut stmt = src.prepare("SELECT data FROM sqlite_dbpage")?;
-    let mut rows = stmt.query([])?;
+    pump: &mut stream::Pump,
+    sqlite: &dyn Fn(rusqlite::Error) -> CaptureError,
+) -> Result<(), CaptureError> {
+    let mut stmt = src
+        .prepare("SELECT data FROM sqlite_dbpage")
+        .map_err(sqlite)?;
+    let mut rows = stmt.query([]).map_err(sqlite)?;
     let mut buf = Vec::with_capacity(STREAM_BUFFER);
     let mut pages = 0u32;
-    while let Some(row) = rows.next()? {
-        let data = row.get_ref(0)?.as_blob()?;
+    while let Some(row) = rows.next().map_err(sqlite)? {
+        let data = row
+            .get_ref(0)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(sqlite)?;
         if data.len() != page_size as usize {
-            return Err(stream_mismatch(format!(
+            return Err(sqlite(stream_mismatch(format!(
                 "page {} has {} bytes, expected {page_size}",
                 pages + 1,
                 data.len()
-            )));
+            ))));
         }
         buf.extend_from_slice(data);
         pages += 1;
         if buf.len() >= STREAM_BUFFER {
             let full = std::mem::replace(&mut buf, Vec::with_capacity(STREAM_BUFFER));
-            if tx.send(full).is_err() {
+            if !pump.push(full)? {
                 return Ok(());
             }
         }
     }
     if pages != page_count {
-        return Err(stream_mismatch(format!(
+        return Err(sqlite(stream_mismatch(format!(
             "read {pages} pages, expected {page_count}"
-        )));
+        ))));
     }
     if !buf.is_empty() {
-        let _ = tx.send(buf);
+        pump.push(buf)?;
     }
     Ok(())
 }
@@ -437,6 +397,15 @@ fn stream_mismatch(what: String) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
         Some(format!("the page stream is inconsistent: {what}")),
+    )
+}
+
+/// The name prefix of this process's temporaries in the temporary directory.
+fn temp_prefix() -> String {
+    format!(
+        "{CAPTURE_DIR_PREFIX}{}-{}-",
+        host::hostname(),
+        std::process::id()
     )
 }
 
@@ -451,11 +420,7 @@ fn copy_into_temp(
     started: Instant,
 ) -> Result<Image, CaptureError> {
     let dir = tempfile::Builder::new()
-        .prefix(&format!(
-            "{CAPTURE_DIR_PREFIX}{}-{}-",
-            host::hostname(),
-            std::process::id()
-        ))
+        .prefix(&temp_prefix())
         .rand_bytes(6)
         .tempdir_in(&opts.tmp_dir)
         .map_err(|e| CaptureError::Io {

@@ -293,7 +293,7 @@ pub struct VerifyArgs {
     /// unencrypted SSH private key) [default: age_identity_file from the config].
     #[arg(long, value_name = "FILE", env = "SQLBAK_AGE_IDENTITY")]
     pub age_identity: Option<PathBuf>,
-    /// Directory for the temporary image [default: $TMPDIR or /tmp].
+    /// Directory for the temporary copy of a snapshot being verified [default: $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR")]
     pub tmp_dir: Option<PathBuf>,
     /// Print a JSON array of results.

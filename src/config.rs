@@ -48,7 +48,7 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest: Option<String>,
 
-    /// How the image is taken [default: backup].
+    /// How the image is taken [default: stream].
     #[arg(long, value_enum, help_heading = "Capture")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<Method>,
@@ -58,8 +58,9 @@ pub struct Options {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy_timeout: Option<HumanDuration>,
 
-    /// Directory for the temporary image (needs room for one copy of the database)
-    /// [default: $TMPDIR or /tmp].
+    /// Directory for pages the compressor has not reached when the read transaction ends
+    /// (room for nearly one copy of the database; a whole copy with --method backup or
+    /// vacuum) [default: $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR", help_heading = "Capture")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmp_dir: Option<PathBuf>,

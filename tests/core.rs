@@ -483,12 +483,12 @@ fn vacuum_method_round_trip() {
     assert_eq!(sqlite(&plain, "PRAGMA integrity_check"), "ok");
 }
 
-/// A WAL database streams from its read transaction into the compressor: no temporary
-/// copy (a --tmp-dir that cannot hold one does not matter), and the image is the database's
-/// own pages, byte for byte, uncommitted WAL frames included. A rollback-journal database,
-/// or `--method backup`, needs the temporary copy.
+/// Pages stream from the read transaction into the compressor: a database that fits the
+/// in-memory queue needs no temporary copy (a --tmp-dir that cannot hold one does not
+/// matter), and the image is the database's own pages, byte for byte, committed WAL frames
+/// included. `--method backup` always copies into --tmp-dir first.
 #[test]
-fn wal_databases_stream_without_a_temporary_copy() {
+fn snapshots_stream_without_a_temporary_copy() {
     let dir = TempDir::new().unwrap();
     let not_a_dir = dir.path().join("not-a-dir");
     fs::write(&not_a_dir, "").unwrap();
@@ -506,45 +506,82 @@ fn wal_databases_stream_without_a_temporary_copy() {
             .unwrap()
     };
 
-    let db = dir.path().join("app.db");
-    make_db(&db, "wal", 3000);
-    let dest = dir.path().join("backups");
-    let out = take(&db, &dest, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let plain = dir.path().join("plain.db");
-    gunzip_to(&snapshot_files(&dest)[0], &plain);
-    assert_eq!(fs::read(&plain).unwrap(), fs::read(&db).unwrap());
-    assert!(!sidecar(&db, "-wal").exists() && !sidecar(&db, "-shm").exists());
+    for mode in ["wal", "delete"] {
+        let db = dir.path().join(format!("{mode}.db"));
+        make_db(&db, mode, 3000);
+        let dest = dir.path().join(format!("backups-{mode}"));
+        let out = take(&db, &dest, &[]);
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let plain = dir.path().join(format!("plain-{mode}.db"));
+        gunzip_to(&snapshot_files(&dest)[0], &plain);
+        assert_eq!(fs::read(&plain).unwrap(), fs::read(&db).unwrap(), "{mode}");
+        assert!(!sidecar(&db, "-wal").exists() && !sidecar(&db, "-shm").exists());
+        assert!(!sidecar(&db, "-journal").exists());
+    }
 
     // Committed frames still in the WAL (another connection holds it open) are in the image.
+    let db = dir.path().join("wal.db");
     let session = hold_open(&db, "INSERT INTO t(payload) VALUES ('only in the wal');");
     assert!(fs::metadata(sidecar(&db, "-wal")).unwrap().len() > 0);
-    let dest2 = dir.path().join("backups2");
-    let out = take(&db, &dest2, &[]);
+    let dest = dir.path().join("backups-held");
+    let out = take(&db, &dest, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let plain2 = dir.path().join("plain2.db");
-    gunzip_to(&snapshot_files(&dest2)[0], &plain2);
+    let plain = dir.path().join("plain-held.db");
+    gunzip_to(&snapshot_files(&dest)[0], &plain);
     assert_eq!(
         sqlite(
-            &plain2,
+            &plain,
             "SELECT count(*) FROM t WHERE payload = 'only in the wal'"
         ),
         "1"
     );
-    assert_eq!(sqlite(&plain2, "PRAGMA integrity_check"), "ok");
+    assert_eq!(sqlite(&plain, "PRAGMA integrity_check"), "ok");
     drop(session);
 
-    for (mode, extra) in [("delete", &[][..]), ("wal", &["--method", "backup"][..])] {
-        let db = dir.path().join(format!("copy-{mode}-{}.db", extra.len()));
-        make_db(&db, mode, 100);
-        let out = take(&db, &dir.path().join("backups3"), extra);
-        assert_eq!(out.status.code(), Some(1), "{mode} {extra:?}");
-        assert!(
-            stderr(&out).contains("cannot create a temporary directory"),
-            "{mode} {extra:?}: {}",
-            stderr(&out)
-        );
-    }
+    let out = take(
+        &db,
+        &dir.path().join("backups-copy"),
+        &["--method", "backup"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot create a temporary directory"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A database bigger than the in-memory queue, compressed slowly: pages the compressor has
+/// not reached when the read transaction ends go through --tmp-dir, and the snapshot is
+/// still the database, byte for byte.
+#[test]
+fn a_large_snapshot_is_exact_whatever_the_compressor_keeps_up_with() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("big.db");
+    sqlite(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE b(x BLOB);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 12000)
+         INSERT INTO b SELECT randomblob(3000) FROM c;",
+    );
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let dest = dir.path().join("backups");
+    let out = sqlbak()
+        .args(["snapshot", "--level", "9", "--jobs", "1", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest)
+        .arg("--tmp-dir")
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain = dir.path().join("plain.db");
+    gunzip_to(&snapshot_files(&dest)[0], &plain);
+    assert!(fs::metadata(&db).unwrap().len() > 32 << 20);
+    assert_eq!(fs::read(&plain).unwrap(), fs::read(&db).unwrap());
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0, "temporaries left");
 }
 
 fn sidecar(db: &Path, suffix: &str) -> std::path::PathBuf {

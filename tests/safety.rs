@@ -310,9 +310,15 @@ fn sigkill_mid_snapshot_leaves_nothing_listed_and_next_run_cleans_up() {
     };
     let mut child = run();
     let name_dir = dest.join("big");
-    wait_for("the upload to start", Duration::from_secs(60), || {
-        files_under(&name_dir).iter().any(|f| f.contains(".tmp-"))
-    });
+    // Pages the compressor has not reached when the read transaction ends wait in --tmp-dir.
+    wait_for(
+        "the upload to start, pages waiting in --tmp-dir",
+        Duration::from_secs(60),
+        || {
+            files_under(&name_dir).iter().any(|f| f.contains(".tmp-"))
+                && !files_under(&tmp).is_empty()
+        },
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -406,20 +412,34 @@ fn full_disks_fail_cleanly() {
         "no partial file left"
     );
 
-    // Temporary directory full.
+    // Temporary directory full: a copy made with the backup API, and pages that wait there
+    // for a slow compressor (the database is bigger than the in-memory queue).
     let good_dest = dir.path().join("backups");
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&good_dest)
-        .arg("--tmp-dir")
-        .arg(&small.path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("full"), "{}", stderr(&out));
-    assert_eq!(files_under(&small.path), Vec::<String>::new());
+    let big = dir.path().join("big.db");
+    sqlite(
+        &big,
+        "CREATE TABLE t(b BLOB); INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 24000);",
+    );
+    for (db, args) in [
+        (&db, &["--method", "backup"][..]),
+        (&big, &["--level", "9", "--jobs", "1"][..]),
+    ] {
+        let out = sqlbak()
+            .arg("snapshot")
+            .args(args)
+            .arg("--db")
+            .arg(db)
+            .arg("--dest")
+            .arg(&good_dest)
+            .arg("--tmp-dir")
+            .arg(&small.path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains("full"), "{args:?}: {}", stderr(&out));
+        assert_eq!(files_under(&small.path), Vec::<String>::new());
+        assert!(snapshot_files(&good_dest).is_empty());
+    }
 
     // Restore onto a full disk: no output, no temporary.
     snapshot(&db, &good_dest);
