@@ -187,12 +187,8 @@ pub fn capture(
     check_source(source)?;
     remove_stale_capture_dirs(&opts.tmp_dir);
     let dir = tempfile::Builder::new()
-        .prefix(&format!(
-            "{CAPTURE_DIR_PREFIX}{}-{}-",
-            host::hostname(),
-            std::process::id()
-        ))
-        .rand_bytes(6)
+        .prefix(&format!("{CAPTURE_DIR_PREFIX}{}", host::temp_tag_prefix()))
+        .rand_bytes(host::TEMP_RAND_LEN)
         .tempdir_in(&opts.tmp_dir)
         .map_err(|e| CaptureError::Io {
             context: format!(
