@@ -8,7 +8,10 @@ mod common;
 use common::*;
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// Kills and reaps a child process when dropped, so no test leaves one behind.
@@ -141,4 +144,140 @@ fn snapshot_sweeps_temporaries_of_a_reused_pid_and_keeps_live_ones() {
     // The run's own temporaries are gone, and nothing else appeared.
     assert_eq!(fs::read_dir(&tmp).unwrap().count(), 5);
     assert_eq!(fs::read_dir(&name_dir).unwrap().count(), 4);
+}
+
+/// Starts `cmd`, waits until a file named `prefix…` appears in `dir`, then stops the
+/// process (so it cannot finish in between), checks the file is still there and kills it
+/// with SIGKILL. Returns the file, or `None` when the run finished before it was stopped.
+fn kill_midway(cmd: &mut Command, dir: &Path, prefix: &str) -> Option<PathBuf> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut child = Reaper(cmd.spawn().unwrap());
+    let pid = Pid::from_raw(child.0.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let temp = loop {
+        let found = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix))
+            });
+        if let Some(path) = found {
+            break path;
+        }
+        if child.0.try_wait().unwrap().is_some() {
+            return None;
+        }
+        assert!(Instant::now() < deadline, "no temporary {prefix}… appeared");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let caught = temp.exists();
+    kill(pid, Signal::SIGKILL).unwrap();
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL");
+    caught.then_some(temp)
+}
+
+/// A database of 64 MiB of random blobs, snapshotted to `dest`: large enough that restoring
+/// it takes a while.
+fn big_snapshot(dir: &Path) -> PathBuf {
+    let db = dir.join("big.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t(b BLOB); INSERT INTO t SELECT randomblob(4000) FROM generate_series(1, 16384);",
+    );
+    let dest = dir.join("backups");
+    snapshot(&db, &dest);
+    dest
+}
+
+#[test]
+fn restore_killed_midway_is_cleaned_up_by_the_next_restore() {
+    let p = Proc::read();
+    let init = Proc::start_of(1);
+    let dir = TempDir::new().unwrap();
+    let dest = big_snapshot(dir.path());
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let output = out_dir.join("r.db");
+    let restore = || {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("sqlbak"));
+        cmd.env_remove("SQLBAK_CONFIG")
+            .args(["restore", "-q", "--dest"])
+            .arg(&dest)
+            .arg("-o")
+            .arg(&output);
+        cmd
+    };
+
+    let killed = (0..5)
+        .find_map(|_| {
+            let _ = fs::remove_file(&output);
+            kill_midway(&mut restore(), &out_dir, ".r.db.sqlbak-restore-")
+        })
+        .expect("restore always finished before it could be stopped");
+    assert!(!output.exists(), "a killed restore installs nothing");
+    let name = killed.file_name().unwrap().to_str().unwrap().to_string();
+    let tag = name.strip_prefix(".r.db.sqlbak-restore-").unwrap();
+    assert!(
+        tag.starts_with(&format!("{}-", p.host)) && tag.contains(&format!(".{}-", p.boot)),
+        "the temporary names its owner: {name}"
+    );
+
+    // Beside it: a live process's restore into the same file, and a dead one's into another.
+    let live = out_dir.join(format!(".r.db.sqlbak-restore-{}", p.tag(1, init, "Live01")));
+    let other = out_dir.join(format!(
+        ".other.db.sqlbak-restore-{}",
+        p.tag(1, init + 1, "Dead01")
+    ));
+    fs::write(&live, b"in progress").unwrap();
+    fs::write(&other, b"partial").unwrap();
+
+    let out = restore().output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !killed.exists(),
+        "the killed restore's temporary is removed"
+    );
+    assert!(live.exists(), "a live restore's temporary is kept");
+    assert!(other.exists(), "only temporaries of this output are swept");
+    assert_eq!(sqlite(&output, "SELECT count(*) FROM t"), "16384");
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 3);
+}
+
+#[test]
+fn verify_killed_midway_is_cleaned_up_by_the_next_verify() {
+    let p = Proc::read();
+    let init = Proc::start_of(1);
+    let dir = TempDir::new().unwrap();
+    let dest = big_snapshot(dir.path());
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let verify = || {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("sqlbak"));
+        cmd.env_remove("SQLBAK_CONFIG")
+            .args(["verify", "--dest"])
+            .arg(&dest)
+            .arg("--tmp-dir")
+            .arg(&tmp)
+            .stdout(std::process::Stdio::null());
+        cmd
+    };
+    let killed = (0..5)
+        .find_map(|_| kill_midway(&mut verify(), &tmp, "sqlbak-verify-"))
+        .expect("verify always finished before it could be stopped");
+    let live = tmp.join(format!("sqlbak-verify-{}", p.tag(1, init, "Live01")));
+    let unnamed = tmp.join("sqlbak-verify-Ab3dE9"); // older versions: no owner, kept
+    fs::write(&live, b"in progress").unwrap();
+    fs::write(&unnamed, b"partial").unwrap();
+
+    let out = verify().output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!killed.exists(), "the killed verify's temporary is removed");
+    assert!(live.exists() && unnamed.exists());
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 2);
 }
