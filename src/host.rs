@@ -268,7 +268,7 @@ pub fn remove_stale_temporaries(dir: &Path, tag_of: impl Fn(&str) -> Option<&str
 mod tests {
     use super::*;
 
-    const BOOT: &str = "d8b39d15";
+    const BOOT: &str = "5f1c9a3e";
 
     fn start(ticks: u64) -> Option<ProcessStart> {
         Some(ProcessStart {
@@ -293,10 +293,10 @@ mod tests {
     #[test]
     fn boot_ids() {
         assert_eq!(
-            parse_boot_id("D8B39D15-be21-470a-b025-797db8e6799b\n").as_deref(),
+            parse_boot_id("5F1C9A3E-0b7d-4c2e-9a61-3e8f2d4b7c10\n").as_deref(),
             Some(BOOT)
         );
-        assert_eq!(parse_boot_id("d8b3-9d15"), Some(BOOT.into()));
+        assert_eq!(parse_boot_id("5f1c-9a3e"), Some(BOOT.into()));
         assert_eq!(parse_boot_id("xyz"), None);
         assert_eq!(parse_boot_id(""), None);
     }
@@ -312,7 +312,7 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_tag("web-1-1.987654.D8B39D15-aB3dE9"),
+            parse_tag("web-1-1.987654.5F1C9A3E-aB3dE9"),
             Some(TempTag {
                 host: "web-1",
                 pid: 1,
@@ -329,10 +329,10 @@ mod tests {
             "h-+1-abcdef",          // not digits
             "h-99999999999-abcdef", // beyond i32
             "h-1.2-abcdef",         // start without boot
-            "h-1.2.d8b3-abcdef",    // short boot
+            "h-1.2.5f1c-abcdef",    // short boot
             "h-1.2.zzzzzzzz-abcdef",
-            "h-1.2.d8b39d15.x-abcdef",
-            "h-1..d8b39d15-abcdef",
+            "h-1.2.5f1c9a3e.x-abcdef",
+            "h-1..5f1c9a3e-abcdef",
         ] {
             assert_eq!(parse_tag(bad), None, "{bad}");
         }
@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn the_start_time_tells_a_reused_pid_from_its_owner() {
-        let tag = "h-1.500.d8b39d15-abcdef";
+        let tag = "h-1.500.5f1c9a3e-abcdef";
         // Pid 1 again, but started at another time: a container restarted, or a pid reused.
         assert!(gone(tag, Some(BOOT), Liveness::Alive(Some(700))));
         assert!(!gone(tag, Some(BOOT), Liveness::Alive(Some(500))));
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn another_hosts_tag_waits_for_age() {
-        let tag = parse_tag("other-host-1.5.d8b39d15-abcdef").unwrap();
+        let tag = parse_tag("other-host-1.5.5f1c9a3e-abcdef").unwrap();
         let probe = |_| panic!("another host's pid is never looked up here");
         let old = Some(Duration::from_secs(25 * 3600));
         let fresh = Some(Duration::from_secs(60));
