@@ -402,11 +402,7 @@ fn stream_mismatch(what: String) -> rusqlite::Error {
 
 /// The name prefix of this process's temporaries in the temporary directory.
 fn temp_prefix() -> String {
-    format!(
-        "{CAPTURE_DIR_PREFIX}{}-{}-",
-        host::hostname(),
-        std::process::id()
-    )
+    format!("{CAPTURE_DIR_PREFIX}{}", host::temp_tag_prefix())
 }
 
 /// Copies the image into a private temporary directory: the backup API inside one read
@@ -421,7 +417,7 @@ fn copy_into_temp(
 ) -> Result<Image, CaptureError> {
     let dir = tempfile::Builder::new()
         .prefix(&temp_prefix())
-        .rand_bytes(6)
+        .rand_bytes(host::TEMP_RAND_LEN)
         .tempdir_in(&opts.tmp_dir)
         .map_err(|e| CaptureError::Io {
             context: format!(

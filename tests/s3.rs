@@ -11,6 +11,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::Output;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -610,5 +611,188 @@ fn prune_on_s3_keeps_the_policy_and_never_touches_foreign_objects() {
             "p/app/app-20240103T060000Z.sqlite3.gz",
             "p/notes.txt",
         ]
+    );
+}
+
+/// A proxy that relays everything faithfully, apart from what `tamper` says.
+fn tampering_proxy(server: &S3Server, tamper: Tamper) -> FaultyProxy {
+    let none = Faults {
+        error_500: 0,
+        drop_before: 0,
+        drop_after: 0,
+        seed: 1,
+    };
+    FaultyProxy::start_tampering(server.port, none, tamper)
+}
+
+/// The request line's method and path.
+fn request_line(head: &str) -> (&str, &str) {
+    let mut words = head.split_whitespace();
+    (words.next().unwrap_or(""), words.next().unwrap_or(""))
+}
+
+/// A PutObject of a whole object (not a part of a multipart upload).
+fn is_put_object(head: &str) -> bool {
+    let (method, path) = request_line(head);
+    method == "PUT" && path.starts_with(&format!("/{BUCKET}/")) && !path.contains("uploadId=")
+}
+
+/// An answer's status.
+fn status_of(answer_head: &str) -> u16 {
+    answer_head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Answers to PutObject report an ETag that is not the MD5 of what was sent, as from a
+/// server that stored other bytes.
+fn wrong_put_etag(request: &str, answer: &mut String) {
+    if is_put_object(request) && status_of(answer) == 200 {
+        set_header(answer, "ETag", "\"00000000000000000000000000000000\"");
+    }
+}
+
+fn snapshot_via(db: &Path, dest: &str) -> Output {
+    sqlbak_s3()
+        .args(["snapshot", "--name", "app", "--db"])
+        .arg(db)
+        .args(["--dest", dest])
+        .output()
+        .unwrap()
+}
+
+fn keys_under(server: &S3Server, prefix: &str) -> Vec<String> {
+    server
+        .raw_keys()
+        .into_iter()
+        .filter(|k| k.starts_with(prefix))
+        .collect()
+}
+
+fn requests(proxy: &FaultyProxy, method: &str) -> usize {
+    let heads = proxy.stats.heads.lock().unwrap();
+    heads.iter().filter(|h| request_line(h).0 == method).count()
+}
+
+#[test]
+fn an_upload_that_fails_its_check_after_the_write_is_removed() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let small = dir.path().join("app.db");
+    make_db(&small, "wal", 2000);
+    let big = dir.path().join("big.db");
+    random_db(&big, 12);
+
+    // PutObject succeeds, but its answer's ETag disagrees with the data sent.
+    let proxy = tampering_proxy(
+        &server,
+        Tamper {
+            alter: Some(Arc::new(wrong_put_etag)),
+            ..Tamper::default()
+        },
+    );
+    let out = snapshot_via(&small, &url_at(proxy.port, BUCKET, "put", ""));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("MD5") && err.contains("The object was removed"),
+        "{err}"
+    );
+    assert_eq!(keys_under(&server, "put/"), Vec::<String>::new());
+    assert_eq!(
+        requests(&proxy, "DELETE"),
+        1,
+        "the object it wrote was deleted"
+    );
+    let listed = json(&run(&["list", "--json", "--dest", &server.url("put")]));
+    assert_eq!(
+        listed,
+        serde_json::json!([]),
+        "a failed snapshot is not listed"
+    );
+    // Nothing is in the way of the next run.
+    snapshot(&small, &server.url("put"));
+    assert_eq!(keys_under(&server, "put/").len(), 1);
+
+    // CompleteMultipartUpload succeeds, but the stored object has another size.
+    let proxy = tampering_proxy(
+        &server,
+        Tamper {
+            alter: Some(Arc::new(|request: &str, answer: &mut String| {
+                if request_line(request).0 == "HEAD" && status_of(answer) == 200 {
+                    set_header(answer, "Content-Length", "1");
+                }
+            })),
+            ..Tamper::default()
+        },
+    );
+    let out = snapshot_via(&big, &url_at(proxy.port, BUCKET, "mp", "&part_size=5MiB"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the server stored 1 bytes") && err.contains("The object was removed"),
+        "{err}"
+    );
+    assert_eq!(keys_under(&server, "mp/"), Vec::<String>::new());
+    assert_eq!(server.open_uploads(), Vec::<String>::new());
+}
+
+#[test]
+fn an_unchecked_object_is_left_when_it_is_not_ours_or_cannot_be_removed() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 2000);
+
+    // The object under the key carries another writer's token by the time it is checked.
+    let proxy = tampering_proxy(
+        &server,
+        Tamper {
+            alter: Some(Arc::new(|request: &str, answer: &mut String| {
+                wrong_put_etag(request, answer);
+                if request_line(request).0 == "HEAD" && status_of(answer) == 200 {
+                    set_header(answer, "x-amz-meta-sqlbak-writer", "another-writer");
+                }
+            })),
+            ..Tamper::default()
+        },
+    );
+    let out = snapshot_via(&db, &url_at(proxy.port, BUCKET, "foreign", ""));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let keys = keys_under(&server, "foreign/");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        err.contains("not written by this run")
+            && err.contains(&format!("s3://{BUCKET}/{}", keys[0])),
+        "{err}"
+    );
+    assert_eq!(
+        requests(&proxy, "DELETE"),
+        0,
+        "never deletes what is not ours"
+    );
+
+    // Ours, but the credentials may not delete (no s3:DeleteObject).
+    let proxy = tampering_proxy(
+        &server,
+        Tamper {
+            alter: Some(Arc::new(wrong_put_etag)),
+            refuse: Some(Arc::new(|request: &str| {
+                (request_line(request).0 == "DELETE").then_some((403, "AccessDenied"))
+            })),
+        },
+    );
+    let out = snapshot_via(&db, &url_at(proxy.port, BUCKET, "stuck", ""));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let keys = keys_under(&server, "stuck/");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        err.contains("Removing the object failed: access denied")
+            && err.contains(&format!("Delete s3://{BUCKET}/{} yourself", keys[0])),
+        "{err}"
     );
 }

@@ -116,7 +116,7 @@ impl Pump {
     fn start_spill(&mut self) -> Result<(), CaptureError> {
         let dir = tempfile::Builder::new()
             .prefix(&self.dir_prefix)
-            .rand_bytes(6)
+            .rand_bytes(crate::host::TEMP_RAND_LEN)
             .tempdir_in(&self.tmp_dir)
             .map_err(|e| CaptureError::Io {
                 context: format!(

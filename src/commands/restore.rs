@@ -16,6 +16,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
+/// Between the output's file name and the tag in the name of the hidden temporary a
+/// restore writes beside its output: `.<file>.sqlbak-restore-<tag>`.
+const RESTORE_TEMP_MARKER: &str = ".sqlbak-restore-";
 
 /// Runs `sqlbak restore`.
 pub fn run(env: &Env, args: &RestoreArgs) -> Result<()> {
@@ -107,13 +110,13 @@ pub fn run(env: &Env, args: &RestoreArgs) -> Result<()> {
         .file_name()
         .and_then(|f| f.to_str())
         .ok_or_else(|| exit::usage(format!("{} is not a file path", output.display())))?;
+    // A restore killed midway leaves its temporary; the next restore to the same file
+    // removes it once its owner is gone (see host.rs).
+    let temp_prefix = format!(".{file_name}{RESTORE_TEMP_MARKER}");
+    host::remove_stale_temporaries(&dir, |name| name.strip_prefix(temp_prefix.as_str()));
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(
-            ".{file_name}.sqlbak-restore-{}-{}-",
-            host::hostname(),
-            std::process::id()
-        ))
-        .rand_bytes(6)
+        .prefix(&format!("{temp_prefix}{}", host::temp_tag_prefix()))
+        .rand_bytes(host::TEMP_RAND_LEN)
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;

@@ -5,9 +5,14 @@ use crate::catalog::Snapshot;
 use crate::cli::VerifyArgs;
 use crate::encryption::Identities;
 use crate::exit;
+use crate::host;
 use crate::image;
 use anyhow::{Result, bail};
 use std::path::Path;
+
+/// Start of the name of the temporary image a verify writes in its temporary directory:
+/// `sqlbak-verify-<tag>`.
+const VERIFY_TEMP_PREFIX: &str = "sqlbak-verify-";
 
 #[derive(Debug, serde::Serialize)]
 struct Outcome {
@@ -29,6 +34,8 @@ struct Outcome {
 pub fn run(env: &Env, args: &VerifyArgs) -> Result<()> {
     let dests = env.read_dests(args.dest.as_deref())?;
     let tmp_dir = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    // Images of verify runs that were killed midway; see host.rs for whose are removed.
+    host::remove_stale_temporaries(&tmp_dir, |name| name.strip_prefix(VERIFY_TEMP_PREFIX));
     let mut outcomes = Vec::new();
     let identity_file = env.identity_file(args.age_identity.as_deref(), args.name.as_deref());
     let mut identities: Option<Option<Identities>> = None;
@@ -111,7 +118,8 @@ fn check_one(
     tmp_dir: &Path,
 ) -> Result<crate::codec::DecodeReport> {
     let tmp = tempfile::Builder::new()
-        .prefix("sqlbak-verify-")
+        .prefix(&format!("{VERIFY_TEMP_PREFIX}{}", host::temp_tag_prefix()))
+        .rand_bytes(host::TEMP_RAND_LEN)
         .tempfile_in(tmp_dir)
         .map_err(|e| {
             anyhow::anyhow!(

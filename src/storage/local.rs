@@ -1,9 +1,10 @@
 //! A directory on a local or mounted file system.
 //!
 //! Layout: `<root>/<name>/<file>`. Objects are written to a hidden temporary beside their
-//! final name (`.<file>.tmp-<host>-<pid>-<random>`, mode 0600), fsynced, renamed into
-//! place without replacing anything, and the directory is fsynced; listings skip hidden
-//! names, so an interrupted write is never seen. Directories are created 0700.
+//! final name (`.<file>.tmp-<tag>`, mode 0600, the tag naming the writer as [`crate::host`]
+//! describes), fsynced, renamed into place without replacing anything, and the directory is
+//! fsynced; listings skip hidden names, so an interrupted write is never seen. Directories
+//! are created 0700.
 
 use super::{ObjectInfo, ObjectMeta, ObjectWriter, Storage, StorageError};
 use crate::host;
@@ -223,14 +224,10 @@ impl Storage for LocalStorage {
                 StorageError::io(format!("cannot create directory {}", dir.display()), e)
             })?;
         Self::remove_stale_temporaries(dir);
-        let prefix = format!(
-            ".{file}{TEMP_MARKER}{}-{}-",
-            host::hostname(),
-            std::process::id()
-        );
+        let prefix = format!(".{file}{TEMP_MARKER}{}", host::temp_tag_prefix());
         let tmp = tempfile::Builder::new()
             .prefix(&prefix)
-            .rand_bytes(6)
+            .rand_bytes(host::TEMP_RAND_LEN)
             .permissions(fs::Permissions::from_mode(0o600))
             .tempfile_in(dir)
             .map_err(|e| {

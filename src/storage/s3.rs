@@ -39,7 +39,9 @@
 //! refuses it if the key appeared meanwhile (a server that does not implement conditional
 //! writes is detected and then only the first check applies). Each writer records a random
 //! token in the metadata, so a retried request that finds "its" object already there, because
-//! the first response was lost, is recognised as success and not as a clash.
+//! the first response was lost, is recognised as success and not as a clash. An object that
+//! was stored but then fails its check (ETag, stored size) is deleted again, if it still
+//! carries the writer's token, so a snapshot reported as failed is never listed.
 //!
 //! # Retries
 //! The SDK's standard retry mode: up to 5 attempts with exponential backoff and jitter on
@@ -901,6 +903,37 @@ was damaged on the way"
     Ok(())
 }
 
+/// What became of an object that failed its check after it was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// It carried this writer's token and was deleted.
+    Removed,
+    /// Nothing is under the key.
+    Absent,
+    /// The object under the key carries another token (or none): not ours to delete.
+    NotOurs,
+}
+
+/// The reason given for an upload that failed its check after the write: the check's
+/// `reason`, then what became of the object at `location`, so the user knows whether a
+/// snapshot reported as failed is still there and what to do about it.
+fn unverified_reason(reason: &str, outcome: &Result<Removal, String>, location: &str) -> String {
+    match outcome {
+        Ok(Removal::Removed) => {
+            format!("{reason}. The object was removed again, so nothing is stored; retry")
+        }
+        Ok(Removal::Absent) => format!("{reason}. No object is left under the key; retry"),
+        Ok(Removal::NotOurs) => format!(
+            "{reason}. The object now at {location} was not written by this run, so it was \
+left in place; check it, and delete it if it is not a good snapshot"
+        ),
+        Err(why) => format!(
+            "{reason}. Removing the object failed: {why}. Delete {location} yourself (it is \
+listed as a snapshot but failed the check), then retry"
+        ),
+    }
+}
+
 fn writer_token() -> String {
     use std::hash::BuildHasher;
     let seed = (
@@ -1093,10 +1126,7 @@ impl S3Writer {
             match inner.rt.block_on(req.send()) {
                 Ok(out) => {
                     return check_etag(out.e_tag(), &hex, out.server_side_encryption(), &self.key)
-                        .map_err(|reason| StorageError::Remote {
-                            context: format!("cannot upload {} to {}", self.key, inner.target.url),
-                            reason,
-                        });
+                        .map_err(|reason| self.remove_unverified(reason));
                 }
                 Err(e) => match inner.target.classify("upload", &e) {
                     Failure::Precondition if self.is_ours() => return Ok(()),
@@ -1156,29 +1186,89 @@ made before the upload to never overwrite a snapshot",
         }
         // Completed: nothing to abort any more.
         self.upload = None;
-        let head = inner
+        let head = inner.rt.block_on(
+            inner
+                .client
+                .head_object()
+                .bucket(&inner.target.bucket)
+                .key(&self.full)
+                .send(),
+        );
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => {
+                let reason = format!(
+                    "the upload completed, but checking the stored object failed: {}",
+                    inner.target.reason(&e)
+                );
+                return Err(self.remove_unverified(reason));
+            }
+        };
+        let stored = head.content_length.and_then(|n| u64::try_from(n).ok());
+        if stored != Some(self.written) {
+            return Err(self.remove_unverified(format!(
+                "the server stored {} bytes, but {} were sent",
+                stored.map_or("an unknown number of".into(), |n| n.to_string()),
+                self.written
+            )));
+        }
+        Ok(())
+    }
+
+    /// The error for an object that was written but failed the check after the write
+    /// (`reason`), after removing that object so that a snapshot reported as failed is
+    /// never listed. Only an object whose metadata carries this writer's token is removed:
+    /// the key may hold another writer's object by now. The error says what became of it.
+    fn remove_unverified(&self, reason: String) -> StorageError {
+        let inner = &self.inner;
+        let location = format!("s3://{}/{}", inner.target.bucket, self.full);
+        let outcome = self.delete_if_ours();
+        StorageError::Remote {
+            context: format!("cannot upload {} to {}", self.key, inner.target.url),
+            reason: unverified_reason(&reason, &outcome, &location),
+        }
+    }
+
+    /// Deletes the object under the key if this writer made it. Between the HEAD and the
+    /// delete only a writer that ignores `If-None-Match` could replace it.
+    fn delete_if_ours(&self) -> Result<Removal, String> {
+        let inner = &self.inner;
+        let head = inner.rt.block_on(
+            inner
+                .client
+                .head_object()
+                .bucket(&inner.target.bucket)
+                .key(&self.full)
+                .send(),
+        );
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => {
+                return match inner.target.classify("read", &e) {
+                    Failure::NotFound => Ok(Removal::Absent),
+                    _ => Err(format!(
+                        "cannot tell whose it is: {}",
+                        inner.target.reason(&e)
+                    )),
+                };
+            }
+        };
+        let token = head.metadata().and_then(|m| m.get(META_WRITER));
+        if token != Some(&self.token) {
+            return Ok(Removal::NotOurs);
+        }
+        inner
             .rt
             .block_on(
                 inner
                     .client
-                    .head_object()
+                    .delete_object()
                     .bucket(&inner.target.bucket)
                     .key(&self.full)
                     .send(),
             )
-            .map_err(|e| self.fail("check the uploaded", &e))?;
-        let stored = head.content_length.and_then(|n| u64::try_from(n).ok());
-        if stored != Some(self.written) {
-            return Err(StorageError::Remote {
-                context: format!("cannot upload {} to {}", self.key, inner.target.url),
-                reason: format!(
-                    "the server stored {} bytes, but {} were sent; delete the object and retry",
-                    stored.map_or("an unknown number of".into(), |n| n.to_string()),
-                    self.written
-                ),
-            });
-        }
-        Ok(())
+            .map_err(|e| inner.target.reason(&e))?;
+        Ok(Removal::Removed)
     }
 }
 
@@ -1463,6 +1553,29 @@ mod tests {
                 assert!(object.div_ceil(part) <= PLANNED_PARTS, "{image}: {part}");
             }
         }
+    }
+
+    #[test]
+    fn a_check_failed_after_the_write_says_what_became_of_the_object() {
+        let at = "s3://bkt/p/app/app-20240101T000000Z.sqlite3.gz";
+        let said = |outcome| unverified_reason("the server stored 1 bytes", &outcome, at);
+        let removed = said(Ok(Removal::Removed));
+        assert!(
+            removed.starts_with("the server stored 1 bytes. The object was removed"),
+            "{removed}"
+        );
+        assert!(said(Ok(Removal::Absent)).contains("No object is left"));
+        let foreign = said(Ok(Removal::NotOurs));
+        assert!(
+            foreign.contains(at) && foreign.contains("not written by this run"),
+            "{foreign}"
+        );
+        let failed = said(Err("access denied".into()));
+        assert!(
+            failed.contains("Removing the object failed: access denied.")
+                && failed.contains(&format!("Delete {at} yourself")),
+            "{failed}"
+        );
     }
 
     #[test]

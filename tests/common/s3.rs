@@ -3,7 +3,9 @@
 //! [`S3Server`] runs moto's standalone server (`pip install 'moto[server]'`, which
 //! `bash .ci/run` does) on a free loopback port, creates a bucket, and kills the server on
 //! drop. [`FaultyProxy`] forwards to it from another loopback port, answering some requests
-//! with HTTP 500 and dropping some connections before or after forwarding them.
+//! with HTTP 500 and dropping some connections before or after forwarding them; with a
+//! [`Tamper`] it also refuses chosen requests or alters chosen answers, as a misbehaving
+//! server or an altering middlebox would.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -330,6 +332,40 @@ impl FaultStats {
     }
 }
 
+/// Decides from a request's head (request line and headers) whether the proxy answers it
+/// itself instead of forwarding it: `Some((status, S3 error code))`.
+pub type Refuse = dyn Fn(&str) -> Option<(u16, &'static str)> + Send + Sync;
+
+/// Edits the head (status line and headers) of the server's answer to the request whose
+/// head comes first, before the proxy relays it.
+pub type Alter = dyn Fn(&str, &mut String) + Send + Sync;
+
+/// Deliberate, targeted misbehaviour of a [`FaultyProxy`], on top of its random faults.
+#[derive(Clone, Default)]
+pub struct Tamper {
+    /// Requests answered with an error without reaching the server.
+    pub refuse: Option<Arc<Refuse>>,
+    /// Answers altered on the way back.
+    pub alter: Option<Arc<Alter>>,
+}
+
+/// Replaces the value of header `name` (any case) in an answer's head; adds the header
+/// when it is missing.
+pub fn set_header(head: &mut String, name: &str, value: &str) {
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    let mut lines: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    let blank = lines
+        .iter()
+        .position(|l| l.is_empty())
+        .unwrap_or(lines.len());
+    lines.insert(blank, format!("{name}: {value}"));
+    *head = lines.join("\r\n");
+}
+
 /// A fault-injecting HTTP proxy on 127.0.0.1 in front of `upstream`; stopped on drop.
 pub struct FaultyProxy {
     /// Port it listens on.
@@ -343,6 +379,11 @@ pub struct FaultyProxy {
 impl FaultyProxy {
     /// Starts forwarding to 127.0.0.1:`upstream`.
     pub fn start(upstream: u16, faults: Faults) -> FaultyProxy {
+        Self::start_tampering(upstream, faults, Tamper::default())
+    }
+
+    /// Starts forwarding to 127.0.0.1:`upstream`, refusing and altering as `tamper` says.
+    pub fn start_tampering(upstream: u16, faults: Faults, tamper: Tamper) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -356,8 +397,9 @@ impl FaultyProxy {
                     match listener.accept() {
                         Ok((conn, _)) => {
                             let (stats, dice) = (stats.clone(), dice.clone());
+                            let tamper = tamper.clone();
                             std::thread::spawn(move || {
-                                let _ = serve(conn, upstream, faults, &stats, &dice);
+                                let _ = serve(conn, upstream, faults, &tamper, &stats, &dice);
                             });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(2)),
@@ -396,6 +438,7 @@ fn serve(
     conn: TcpStream,
     upstream: u16,
     faults: Faults,
+    tamper: &Tamper,
     stats: &FaultStats,
     dice: &Mutex<u64>,
 ) -> std::io::Result<()> {
@@ -415,17 +458,13 @@ fn serve(
     stats.heads.lock().unwrap().push(head.clone());
     let method = head.split_whitespace().next().unwrap_or("").to_string();
     let mut out = conn;
+    if let Some((status, code)) = tamper.refuse.as_ref().and_then(|refuse| refuse(&head)) {
+        return answer_error(out, status, code);
+    }
     let r = roll(dice);
     if r < faults.error_500 {
         stats.errors.fetch_add(1, Ordering::Relaxed);
-        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
-<Message>injected by the test proxy</Message></Error>";
-        write!(
-            out,
-            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-            xml.len()
-        )?;
-        return out.shutdown(Shutdown::Both);
+        return answer_error(out, 500, "InternalError");
     }
     if r < faults.error_500 + faults.drop_before {
         stats.dropped_before.fetch_add(1, Ordering::Relaxed);
@@ -450,7 +489,7 @@ fn serve(
     up.write_all(forwarded.as_bytes())?;
     up.write_all(&body)?;
     let mut reader = BufReader::new(up);
-    let Some(rhead) = read_head(&mut reader)? else {
+    let Some(mut rhead) = read_head(&mut reader)? else {
         return out.shutdown(Shutdown::Both);
     };
     let rheaders = headers_of(&rhead);
@@ -458,6 +497,9 @@ fn serve(
     if drop_after {
         stats.dropped_after.fetch_add(1, Ordering::Relaxed);
         return out.shutdown(Shutdown::Both);
+    }
+    if let Some(alter) = &tamper.alter {
+        alter(&head, &mut rhead);
     }
     // The body was read whole (and de-chunked), so it is relayed with its length; a HEAD
     // answer keeps the length of the object it describes.
@@ -482,5 +524,19 @@ fn serve(
     out.write_all(relayed.as_bytes())?;
     out.write_all(&rbody)?;
     out.flush()?;
+    out.shutdown(Shutdown::Both)
+}
+
+/// Answers an S3-style XML error without forwarding, then closes the connection.
+fn answer_error(mut out: TcpStream, status: u16, code: &str) -> std::io::Result<()> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+<Message>injected by the test proxy</Message></Error>"
+    );
+    write!(
+        out,
+        "HTTP/1.1 {status} {code}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    )?;
     out.shutdown(Shutdown::Both)
 }
