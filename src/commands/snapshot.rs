@@ -95,7 +95,7 @@ pub fn run(env: &Env, args: &SnapshotArgs) -> Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&taken)?);
+        crate::output::report_line(serde_json::to_string_pretty(&taken)?)?;
     }
     if failed > 0 && failed == locked {
         bail!(exit::locked(format!(
