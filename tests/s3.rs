@@ -545,16 +545,24 @@ fn clear_errors_for_bad_destinations() {
         stderr(&out)
     );
 
-    // Mistakes in the URL.
+    // Mistakes in the URL are usage errors (exit 2), found before anything is read.
+    let output = dir.path().join("restored.db");
     for (url, says) in [
         ("s3://", "bucket name is missing"),
         ("s3://bkt/p?colour=red", "unknown query key \"colour\""),
         ("s3://bkt/p?part_size=1MiB", "between 5MiB and 5GiB"),
     ] {
-        let out = run(&["list", "--dest", url]);
-        assert_eq!(out.status.code(), Some(1), "{url}");
-        assert!(stderr(&out).contains(says), "{url}: {}", stderr(&out));
+        for args in [
+            vec!["list", "--dest", url],
+            vec!["snapshot", "--db", db.to_str().unwrap(), "--dest", url],
+            vec!["restore", "--dest", url, "-o", output.to_str().unwrap()],
+        ] {
+            let out = run(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        }
     }
+    assert!(!output.exists());
 }
 
 #[test]
