@@ -307,6 +307,10 @@ pub enum CodecError {
     /// Writing the restored image failed (for example a full disk).
     #[error("cannot write the restored image")]
     Write(#[source] io::Error),
+    /// The source failed to deliver bytes (an I/O error, a connection that could not be
+    /// resumed): this says nothing about the snapshot itself, and a retry may succeed.
+    #[error("cannot read the snapshot from storage")]
+    Read(#[source] io::Error),
 }
 
 /// What reading a snapshot found.
@@ -638,10 +642,16 @@ fn inflate_stream<R: BufRead, W: Write>(
     Ok(())
 }
 
+/// Sorts out a failed read of the compressed stream. The inflater and the age layer
+/// report bad data as `UnexpectedEof` (it ends early) or `InvalidData`/`InvalidInput` (it
+/// is not what it claims to be); any other error is the source failing to deliver bytes.
 fn read_error(e: io::Error) -> CodecError {
     match e.kind() {
         io::ErrorKind::UnexpectedEof => CodecError::Truncated(e.to_string()),
-        _ => CodecError::Corrupt(e.to_string()),
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+            CodecError::Corrupt(e.to_string())
+        }
+        _ => CodecError::Read(e),
     }
 }
 
@@ -804,6 +814,59 @@ mod tests {
         .unwrap();
         let err = decompress(&gz[..], io::sink(), 2, &|_| {}).unwrap_err();
         assert!(matches!(err, CodecError::Mismatch(_)), "{err}");
+    }
+
+    /// Delivers `data` until `fail_at` bytes have been read, then fails like a disk or a
+    /// connection would.
+    struct FailingSource<'a> {
+        data: &'a [u8],
+        fail_at: usize,
+        kind: io::ErrorKind,
+    }
+
+    impl Read for FailingSource<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.fail_at == 0 {
+                return Err(io::Error::new(self.kind, "the source failed"));
+            }
+            let n = buf.len().min(self.fail_at).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            self.fail_at -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_failing_source_is_a_read_error_not_corruption() {
+        let data = sample(50_000);
+        let (ours, _) = compress_vec(&data, &opts(2, 4000));
+        let mut plain = Vec::new();
+        let mut e = flate2::write::GzEncoder::new(&mut plain, Compression::fast());
+        e.write_all(&data).unwrap();
+        e.finish().unwrap();
+        // Parallel members with recorded lengths, and a plain gzip stream.
+        for gz in [&ours, &plain] {
+            for fail_at in [0, 5, 20, gz.len() / 2, gz.len() - 4] {
+                for kind in [
+                    io::ErrorKind::Other,
+                    io::ErrorKind::IsADirectory,
+                    io::ErrorKind::ConnectionReset,
+                ] {
+                    let source = FailingSource {
+                        data: gz,
+                        fail_at,
+                        kind,
+                    };
+                    let err = decompress(source, io::sink(), 2, &|_| {}).unwrap_err();
+                    assert!(
+                        matches!(&err, CodecError::Read(e) if e.kind() == kind),
+                        "fail at {fail_at} with {kind:?}: {err:?}"
+                    );
+                    assert_eq!(err.to_string(), "cannot read the snapshot from storage");
+                }
+            }
+        }
     }
 
     #[test]

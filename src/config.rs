@@ -257,13 +257,15 @@ impl Options {
         }
     }
 
-    /// Applies defaults; only the destination has none.
+    /// Applies defaults; only the destination has none. A destination that does not parse
+    /// is a usage error here, before any work is done.
     pub fn resolve(&self) -> Result<Resolved> {
         let Some(dest) = self.dest.clone() else {
             bail!(crate::exit::usage(
                 "no destination: pass --dest DIR (or set dest in the config file)"
             ));
         };
+        crate::storage::check_destination(&dest).map_err(|e| crate::exit::usage(e.to_string()))?;
         if let Some(url) = &self.ping_url {
             crate::ping::check_url(url).map_err(|e| crate::exit::usage(e.to_string()))?;
         }

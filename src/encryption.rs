@@ -58,6 +58,9 @@ pub enum EncryptionError {
     /// The header is not an age header, or was modified.
     #[error("the snapshot is not a valid age file or its header was modified: {0}")]
     BadHeader(String),
+    /// The source failed to deliver the header: says nothing about the snapshot itself.
+    #[error("cannot read the snapshot from storage")]
+    ReadSnapshot(#[source] io::Error),
 }
 
 /// The public keys snapshots are encrypted to.
@@ -203,9 +206,15 @@ impl Identities {
     pub fn decrypt<R: Read>(&self, input: R) -> Result<impl Read + use<R>, EncryptionError> {
         use age::DecryptError as E;
         let decryptor = age::Decryptor::new(input).map_err(|e| match e {
-            E::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
-                EncryptionError::BadHeader("it ends inside the age header (truncated)".into())
-            }
+            E::Io(io) => match io.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    EncryptionError::BadHeader("it ends inside the age header (truncated)".into())
+                }
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+                    EncryptionError::BadHeader(io.to_string())
+                }
+                _ => EncryptionError::ReadSnapshot(io),
+            },
             other => EncryptionError::BadHeader(other.to_string()),
         })?;
         let reader = decryptor

@@ -23,7 +23,7 @@ pub fn fetch(
 ) -> Result<DecodeReport> {
     let key = snap.key.key();
     let context = || format!("cannot restore {key} from {}", storage.url());
-    let reader = storage.open(&key)?;
+    let reader = StorageReader(storage.open(&key)?);
     let behind = WriteBehind::new(out).context("cannot write the restored image")?;
     let mut writer = BufWriter::with_capacity(1 << 20, SyncingWriter { file: out, behind });
     let report = if snap.key.encrypted {
@@ -66,6 +66,22 @@ records {} bytes{}: the object was replaced or damaged",
         }
     }
     Ok(report)
+}
+
+/// An object being read from storage. The decoders report bad data with the error kinds
+/// `UnexpectedEof`, `InvalidData` and `InvalidInput`; an error of those kinds coming from
+/// storage itself is re-kinded, so a failed read is never taken for a damaged snapshot.
+struct StorageReader(Box<dyn io::Read + Send>);
+
+impl io::Read for StorageReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::InvalidData
+            | io::ErrorKind::InvalidInput => io::Error::other(e),
+            _ => e,
+        })
+    }
 }
 
 /// The error for an encrypted snapshot and no identity to decrypt it with.
@@ -163,4 +179,145 @@ fn uri_escape(path: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::SnapshotKey;
+    use crate::codec::{CompressOptions, ImageMeta};
+    use crate::encryption::Recipients;
+    use crate::storage::{ObjectInfo, ObjectMeta, ObjectWriter, StorageError};
+    use age::secrecy::ExposeSecret;
+    use std::io::Read;
+
+    /// One object whose reads fail after `fail_at` bytes, with an error of `kind`.
+    struct FailingStorage {
+        object: Vec<u8>,
+        fail_at: usize,
+        kind: io::ErrorKind,
+    }
+
+    struct FailingReader {
+        data: Vec<u8>,
+        pos: usize,
+        fail_at: usize,
+        kind: io::ErrorKind,
+    }
+
+    impl Read for FailingReader {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos >= self.fail_at {
+                return Err(io::Error::new(self.kind, "the disk went away"));
+            }
+            let end = self.data.len().min(self.fail_at).min(self.pos + buf.len());
+            let n = end - self.pos;
+            buf[..n].copy_from_slice(&self.data[self.pos..end]);
+            self.pos = end;
+            Ok(n)
+        }
+    }
+
+    impl Storage for FailingStorage {
+        fn url(&self) -> String {
+            "/backups".into()
+        }
+        fn list(&self, _: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn create(&self, _: &str, _: &ObjectMeta) -> Result<Box<dyn ObjectWriter>, StorageError> {
+            unreachable!("the tests only read")
+        }
+        fn open(&self, _: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+            Ok(Box::new(FailingReader {
+                data: self.object.clone(),
+                pos: 0,
+                fail_at: self.fail_at,
+                kind: self.kind,
+            }))
+        }
+        fn delete(&self, _: &[String]) -> Vec<(String, StorageError)> {
+            Vec::new()
+        }
+    }
+
+    fn snapshot_bytes(recipients: Option<&Recipients>) -> Vec<u8> {
+        let image: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let opts = CompressOptions {
+            level: 1,
+            jobs: 1,
+            chunk_size: 16 * 1024,
+        };
+        let trailer = |size, sha: &str| ImageMeta {
+            size,
+            sha256: sha.to_string(),
+            ..ImageMeta::default()
+        };
+        let mut out = Vec::new();
+        match recipients {
+            Some(r) => {
+                let mut w = r.encrypt(&mut out).unwrap();
+                codec::compress(&image[..], &mut w, &opts, trailer, &|_| {}).unwrap();
+                w.finish().unwrap();
+            }
+            None => {
+                codec::compress(&image[..], &mut out, &opts, trailer, &|_| {}).unwrap();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_read_failure_is_not_reported_as_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let key_file = dir.path().join("key.txt");
+        std::fs::write(&key_file, id.to_string().expose_secret()).unwrap();
+        let identities = Identities::load(&key_file).unwrap();
+        let recipients = Recipients::parse(&[id.to_public().to_string()], None).unwrap();
+        for encrypted in [false, true] {
+            let object = snapshot_bytes(encrypted.then_some(&recipients));
+            let time = chrono::DateTime::UNIX_EPOCH;
+            let snap = Snapshot {
+                key: SnapshotKey::new("app", time, encrypted),
+                size: object.len() as u64,
+            };
+            // At the start (inside the gzip or age header), and midway through the data.
+            for fail_at in [0, 30, object.len() / 2] {
+                // InvalidData and UnexpectedEof are what the decoders say about bad data;
+                // from storage they still mean that reading failed.
+                for kind in [
+                    io::ErrorKind::Other,
+                    io::ErrorKind::InvalidData,
+                    io::ErrorKind::UnexpectedEof,
+                ] {
+                    let storage = FailingStorage {
+                        object: object.clone(),
+                        fail_at,
+                        kind,
+                    };
+                    let out = tempfile::tempfile().unwrap();
+                    let err = fetch(&storage, &snap, Some(&identities), &out, &|_| {})
+                        .expect_err("the read fails");
+                    let text = format!("{err:#}");
+                    assert!(
+                        text.contains("cannot read the snapshot from storage")
+                            && text.contains("the disk went away"),
+                        "encrypted {encrypted}, fail at {fail_at}, {kind:?}: {text}"
+                    );
+                    for word in ["corrupt", "truncated", "not a valid age file"] {
+                        assert!(!text.contains(word), "{kind:?}: {text}");
+                    }
+                }
+            }
+            // The same object, read whole, is fine.
+            let storage = FailingStorage {
+                object: object.clone(),
+                fail_at: usize::MAX,
+                kind: io::ErrorKind::Other,
+            };
+            let out = tempfile::tempfile().unwrap();
+            fetch(&storage, &snap, Some(&identities), &out, &|_| {}).unwrap();
+        }
+    }
 }

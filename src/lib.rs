@@ -18,6 +18,7 @@ pub mod host;
 pub mod image;
 pub mod lock;
 pub mod metrics;
+pub mod output;
 pub mod ping;
 pub mod retention;
 pub mod schedule;

@@ -5,7 +5,7 @@ use clap::Parser;
 use sqlbak::cli::{Cli, Command};
 use sqlbak::commands::{self, Env};
 use sqlbak::config::ConfigFile;
-use sqlbak::{exit, ui::Ui};
+use sqlbak::{exit, output, ui::Ui};
 
 fn main() {
     let cli = Cli::parse();
@@ -27,6 +27,8 @@ fn main() {
         .init();
     let code = match run(&cli) {
         Ok(()) => exit::SUCCESS,
+        // The reader has all it wanted (`sqlbak list | head -1`).
+        Err(e) if output::is_stdout_closed(&e) => exit::SUCCESS,
         Err(e) => {
             eprintln!("sqlbak: error: {e:#}");
             exit::code_of(&e)

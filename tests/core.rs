@@ -436,13 +436,90 @@ fn missing_destination_and_usage_errors() {
         .args(["list", "--dest", "ftp://host/x"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown scheme"), "{}", stderr(&out));
     let out = sqlbak()
         .args(["snapshot", "--db", "x.db", "--dest", "d", "--level", "12"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn malformed_destinations_are_usage_errors() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 10);
+    let restored = dir.path().join("restored.db");
+    let (db, restored) = (db.to_str().unwrap(), restored.to_str().unwrap());
+    for (dest, says) in [
+        ("s3://", "the bucket name is missing"),
+        ("s3://b?bogus=1", "unknown query key \"bogus\""),
+        ("s3://b/p?region=", "needs a value"),
+        ("ftp://x/y", "unknown scheme ftp://"),
+        ("file://relative/path", "needs an absolute path"),
+        ("", "the destination is empty"),
+    ] {
+        for args in [
+            vec!["snapshot", "--db", db, "--dest", dest],
+            vec!["list", "--dest", dest],
+            vec!["restore", "--dest", dest, "-o", restored],
+            vec!["verify", "--dest", dest],
+            vec!["prune", "--keep-last", "1", "--dest", dest],
+            vec!["check", "--name", "app", "--max-age", "1h", "--dest", dest],
+        ] {
+            let out = sqlbak().args(&args).output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(
+                err.contains(&format!("unsupported destination {dest:?}")) && err.contains(says),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    assert!(!Path::new(restored).exists());
+    assert!(
+        files_under(dir.path())
+            .iter()
+            .all(|f| f.starts_with("app.db"))
+    );
+
+    // In a config file, for every database: named, and nothing is snapshotted.
+    let config = dir.path().join("sqlbak.toml");
+    fs::write(
+        &config,
+        format!("dest = \"{}\"\n[[databases]]\npath = \"{db}\"\n[[databases]]\npath = \"{db}\"\nname = \"other\"\ndest = \"s3://b?colour=red\"\n", dir.path().join("ok").display()),
+    )
+    .unwrap();
+    let out = sqlbak()
+        .arg("snapshot")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("database other") && err.contains("unknown query key \"colour\""),
+        "{err}"
+    );
+    assert!(!dir.path().join("ok").exists(), "nothing was attempted");
+    let out = sqlbak()
+        .arg("list")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("colour"), "{}", stderr(&out));
+
+    // A well-formed destination that fails when used is a failure, not a usage error.
+    let out = sqlbak()
+        .args(["list", "--dest"])
+        .arg(dir.path().join("app.db").join("sub"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
 #[test]

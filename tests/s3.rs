@@ -288,6 +288,7 @@ fn faults_are_retried_or_fail_cleanly() {
             error_500: 10,
             drop_before: 5,
             drop_after: 5,
+            cut_object_reads: 0,
             seed: 0x5eed,
         },
     );
@@ -400,6 +401,7 @@ fn a_server_that_always_fails_gives_clear_errors() {
             error_500: 100,
             drop_before: 0,
             drop_after: 0,
+            cut_object_reads: 0,
             seed: 1,
         },
     );
@@ -546,16 +548,75 @@ fn clear_errors_for_bad_destinations() {
         stderr(&out)
     );
 
-    // Mistakes in the URL.
+    // Mistakes in the URL are usage errors (exit 2), found before anything is read.
+    let output = dir.path().join("restored.db");
     for (url, says) in [
         ("s3://", "bucket name is missing"),
         ("s3://bkt/p?colour=red", "unknown query key \"colour\""),
         ("s3://bkt/p?part_size=1MiB", "between 5MiB and 5GiB"),
     ] {
-        let out = run(&["list", "--dest", url]);
-        assert_eq!(out.status.code(), Some(1), "{url}");
-        assert!(stderr(&out).contains(says), "{url}: {}", stderr(&out));
+        for args in [
+            vec!["list", "--dest", url],
+            vec!["snapshot", "--db", db.to_str().unwrap(), "--dest", url],
+            vec!["restore", "--dest", url, "-o", output.to_str().unwrap()],
+        ] {
+            let out = run(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        }
     }
+    assert!(!output.exists());
+}
+
+#[test]
+fn a_read_that_keeps_failing_is_not_called_corruption() {
+    let server = S3Server::start();
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("app.db");
+    make_db(&db, "wal", 2000);
+    snapshot(&db, &server.url("p"));
+    // Every object read is cut off halfway, the resumed ones too.
+    let proxy = FaultyProxy::start(
+        server.port,
+        Faults {
+            error_500: 0,
+            drop_before: 0,
+            drop_after: 0,
+            cut_object_reads: 100,
+            seed: 1,
+        },
+    );
+    let cut = url_at(proxy.port, BUCKET, "p", "");
+    let says_unreadable = |text: &str| {
+        assert!(
+            text.contains("cannot read the snapshot from storage")
+                && text.contains("resumes")
+                && !text.contains("corrupt"),
+            "{text}"
+        );
+    };
+
+    let out = run(&["verify", "--dest", &cut]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("FAILED  app/"), "{}", stdout(&out));
+    says_unreadable(&stdout(&out));
+
+    let out = run(&["verify", "--json", "--dest", &cut]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v[0]["ok"], false, "{v}");
+    says_unreadable(v[0]["error"].as_str().unwrap());
+
+    let restored = dir.path().join("restored.db");
+    let out = restore(&cut, None, &restored);
+    assert_eq!(out.status.code(), Some(1));
+    says_unreadable(&stderr(&out));
+    assert!(!restored.exists());
+    assert!(proxy.stats.cut.load(std::sync::atomic::Ordering::Relaxed) >= 3 * 6);
+
+    // The snapshot itself is fine.
+    let out = run(&["verify", "--dest", &server.url("p")]);
+    assert!(out.status.success(), "{}", stdout(&out));
 }
 
 #[test]
@@ -620,6 +681,7 @@ fn tampering_proxy(server: &S3Server, tamper: Tamper) -> FaultyProxy {
         error_500: 0,
         drop_before: 0,
         drop_after: 0,
+        cut_object_reads: 0,
         seed: 1,
     };
     FaultyProxy::start_tampering(server.port, none, tamper)

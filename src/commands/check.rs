@@ -4,6 +4,7 @@ use super::{Env, list_snapshots, rfc3339, schedule_of, short_duration};
 use crate::catalog::Snapshot;
 use crate::cli::CheckArgs;
 use crate::exit;
+use crate::output::report_line;
 use crate::schedule::Schedule;
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
@@ -163,14 +164,14 @@ pub fn run(env: &Env, args: &CheckArgs) -> Result<()> {
         outcomes.push(judge(t, newest, args, now));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+        report_line(serde_json::to_string_pretty(&outcomes)?)?;
     }
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.ok).collect();
     for o in &outcomes {
         if o.ok {
             tracing::info!("{}", o.message);
         } else if !args.json {
-            println!("{:<8} {}", o.status.to_uppercase(), o.message);
+            report_line(format_args!("{:<8} {}", o.status.to_uppercase(), o.message))?;
         }
     }
     if !failed.is_empty() {

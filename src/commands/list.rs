@@ -2,6 +2,7 @@
 
 use super::{Env, list_snapshots, rfc3339, short_age};
 use crate::cli::ListArgs;
+use crate::output::print_line;
 use anyhow::Result;
 use indicatif::HumanBytes;
 
@@ -28,8 +29,7 @@ pub fn run(env: &Env, args: &ListArgs) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
-        return Ok(());
+        return print_line(serde_json::to_string_pretty(&items)?);
     }
     if rows.is_empty() {
         eprintln!("no snapshots in {}", dests.join(", "));
@@ -42,25 +42,28 @@ pub fn run(env: &Env, args: &ListArgs) -> Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
-    print!(
-        "{:name_w$}  {:20}  {:>8}  {:>10}  ",
-        "NAME", "TIME (UTC)", "AGE", "SIZE"
-    );
-    println!("{}", if multi { "DEST" } else { "ENC" });
+    print_line(format_args!(
+        "{:name_w$}  {:20}  {:>8}  {:>10}  {}",
+        "NAME",
+        "TIME (UTC)",
+        "AGE",
+        "SIZE",
+        if multi { "DEST" } else { "ENC" }
+    ))?;
     for (dest, s) in &rows {
-        print!(
-            "{:name_w$}  {:20}  {:>8}  {:>10}  ",
+        let enc = if s.key.encrypted { "age" } else { "-" };
+        print_line(format_args!(
+            "{:name_w$}  {:20}  {:>8}  {:>10}  {}",
             s.key.name,
             rfc3339(s.key.time),
             short_age(now, s.key.time),
             HumanBytes(s.size).to_string(),
-        );
-        let enc = if s.key.encrypted { "age" } else { "-" };
-        if multi {
-            println!("{dest} {enc}");
-        } else {
-            println!("{enc}");
-        }
+            if multi {
+                format!("{dest} {enc}")
+            } else {
+                enc.to_string()
+            },
+        ))?;
     }
     Ok(())
 }

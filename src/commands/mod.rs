@@ -15,7 +15,7 @@ use crate::catalog::{self, Snapshot};
 use crate::config::ConfigFile;
 use crate::encryption::Identities;
 use crate::exit;
-use crate::storage::{self, Storage};
+use crate::storage::{self, Storage, StorageError};
 use crate::ui::Ui;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -31,7 +31,7 @@ pub struct Env {
 
 impl Env {
     /// The destinations a reading command looks at: `--dest`, else every distinct
-    /// destination in the config.
+    /// destination in the config, all of which must parse before any is read.
     pub fn read_dests(&self, dest: Option<&str>) -> Result<Vec<String>> {
         if let Some(d) = dest {
             return Ok(vec![d.to_string()]);
@@ -50,6 +50,9 @@ impl Env {
                 .chain(cfg.defaults.dest.clone());
             for d in candidates {
                 if !dests.contains(&d) {
+                    storage::check_destination(&d).map_err(|e| {
+                        exit::usage(format!("config file {}: {e}", cfg.path.display()))
+                    })?;
                     dests.push(d);
                 }
             }
@@ -120,9 +123,19 @@ pub fn load_identities(file: Option<&Path>) -> Result<Option<Identities>> {
     file.map(Identities::load).transpose().map_err(Into::into)
 }
 
+/// Opens `dest`. A destination that is malformed (`s3://` without a bucket, an unknown
+/// scheme or query key) is a usage error, exit 2; one that is well-formed but missing,
+/// unreachable or refusing access fails later, on its first request, with exit 1.
+pub fn open_storage(dest: &str) -> Result<Box<dyn Storage>> {
+    storage::open(dest).map_err(|e| match e {
+        StorageError::BadDestination(..) => exit::usage(e.to_string()).into(),
+        other => other.into(),
+    })
+}
+
 /// Opens `dest` and lists its snapshots (of `name` only, when given), oldest first.
 pub fn list_snapshots(dest: &str, name: Option<&str>) -> Result<(Box<dyn Storage>, Vec<Snapshot>)> {
-    let store = storage::open(dest)?;
+    let store = open_storage(dest)?;
     let prefix = name.map(|n| format!("{n}/")).unwrap_or_default();
     let objects = store.list(&prefix)?;
     let snaps =

@@ -5,6 +5,7 @@ use super::{Env, list_snapshots, rfc3339, short_duration};
 use crate::catalog::Snapshot;
 use crate::cli::PruneArgs;
 use crate::exit;
+use crate::output::report_line;
 use crate::retention::{self, RetentionPlan, RetentionPolicy};
 use crate::storage::{Storage, StorageError};
 use anyhow::{Result, bail};
@@ -166,12 +167,12 @@ pub fn run(env: &Env, args: &PruneArgs) -> Result<()> {
             if args.json {
                 json_rows.extend(json_of(&outcome, &store.url()));
             } else {
-                print_outcome(&outcome, &store.url(), args.dry_run);
+                print_outcome(&outcome, &store.url(), args.dry_run)?;
             }
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_rows)?);
+        report_line(serde_json::to_string_pretty(&json_rows)?)?;
     }
     if failures > 0 {
         bail!("{failures} snapshot(s) could not be deleted (see above); they are still listed");
@@ -198,19 +199,23 @@ fn json_of(o: &PruneOutcome, dest: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn print_outcome(o: &PruneOutcome, dest: &str, dry_run: bool) {
+fn print_outcome(o: &PruneOutcome, dest: &str, dry_run: bool) -> Result<()> {
     let kept = o.plan.kept().count();
     let removed = o.plan.decisions.len() - kept;
     let verb = if dry_run { "would remove" } else { "removing" };
-    println!(
+    report_line(format_args!(
         "{} in {dest}: keeping {kept} of {}, {verb} {removed}",
         o.name,
         o.plan.decisions.len()
-    );
+    ))?;
     for d in &o.plan.decisions {
         let reasons: Vec<&str> = d.reasons.iter().map(|r| r.as_str()).collect();
         let verdict = if d.keep { "keep  " } else { "remove" };
-        println!("  {verdict}  {}  {}", rfc3339(d.time), reasons.join(", "));
+        report_line(format_args!(
+            "  {verdict}  {}  {}",
+            rfc3339(d.time),
+            reasons.join(", ")
+        ))?;
     }
     let c = &o.plan.coverage;
     if let (Some(oldest), Some(newest)) = (c.oldest, c.newest) {
@@ -218,11 +223,12 @@ fn print_outcome(o: &PruneOutcome, dest: &str, dry_run: bool) {
             .widest_gap
             .map(|g| short_duration(g.num_seconds()))
             .unwrap_or_else(|| "-".into());
-        println!(
+        report_line(format_args!(
             "  coverage: {} snapshots from {} to {}, widest gap {gap}",
             c.count,
             rfc3339(oldest),
             rfc3339(newest)
-        );
+        ))?;
     }
+    Ok(())
 }

@@ -8,6 +8,7 @@ use crate::cli::RestoreArgs;
 use crate::exit;
 use crate::host;
 use crate::image;
+use crate::output::report_line;
 use crate::storage::local::sync_dir;
 use crate::timespec;
 use anyhow::{Context, Result, bail};
@@ -140,24 +141,21 @@ pub fn run(env: &Env, args: &RestoreArgs) -> Result<()> {
 
     install(tmp, &output, args.force)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "name": name,
-                "key": snap.key.key(),
-                "time": rfc3339(snap.key.time),
-                "output": output,
-                "size": report.size,
-                "sha256": report.sha256,
-            }))?
-        );
+        report_line(serde_json::to_string_pretty(&serde_json::json!({
+            "name": name,
+            "key": snap.key.key(),
+            "time": rfc3339(snap.key.time),
+            "output": output,
+            "size": report.size,
+            "sha256": report.sha256,
+        }))?)?;
     } else {
-        println!(
+        report_line(format_args!(
             "restored {} (snapshot taken {}) to {}",
             snap.key.key(),
             rfc3339(snap.key.time),
             output.display()
-        );
+        ))?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use crate::cli::ScheduleArgs;
 use crate::exit;
+use crate::output::print_line;
 use crate::schedule::Schedule;
 use crate::timespec;
 use anyhow::Result;
@@ -18,10 +19,7 @@ pub fn run(args: &ScheduleArgs) -> Result<()> {
     let mut printed = 0;
     for t in schedule.upcoming(after, args.count) {
         let local = t.with_timezone(&tz);
-        println!(
-            "{}",
-            local.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
+        print_line(local.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))?;
         printed += 1;
     }
     if printed == 0 {

@@ -10,7 +10,7 @@ use crate::encryption::Recipients;
 use crate::exit;
 use crate::host;
 use crate::lock::DatabaseLock;
-use crate::storage::{self, ObjectMeta, Storage};
+use crate::storage::{ObjectMeta, Storage};
 use anyhow::{Context, Result, bail};
 use chrono::{SubsecRound, Utc};
 use std::fs;
@@ -95,7 +95,7 @@ pub fn run(env: &Env, args: &SnapshotArgs) -> Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&taken)?);
+        crate::output::report_line(serde_json::to_string_pretty(&taken)?)?;
     }
     if failed > 0 && failed == locked {
         bail!(exit::locked(format!(
@@ -249,7 +249,7 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
     let started = Instant::now();
     let what = || job.describe();
     capture::check_source(&job.path).with_context(what)?;
-    let store = storage::open(&job.opts.dest).with_context(what)?;
+    let store = super::open_storage(&job.opts.dest).with_context(what)?;
     wait_for_fresh_second(store.as_ref(), &job.name).with_context(what)?;
 
     let bar = env.ui.pages(0, "copy");

@@ -7,6 +7,7 @@ use crate::encryption::Identities;
 use crate::exit;
 use crate::host;
 use crate::image;
+use crate::output::report_line;
 use anyhow::{Result, bail};
 use std::path::Path;
 
@@ -78,13 +79,13 @@ pub fn run(env: &Env, args: &VerifyArgs) -> Result<()> {
                     outcome.image_size = Some(report.size);
                     outcome.sha256 = Some(report.sha256);
                     if !args.json {
-                        println!("ok      {}", outcome.key);
+                        report_line(format_args!("ok      {}", outcome.key))?;
                     }
                 }
                 Err(e) => {
                     outcome.error = Some(format!("{e:#}"));
                     if !args.json {
-                        println!("FAILED  {}: {e:#}", outcome.key);
+                        report_line(format_args!("FAILED  {}: {e:#}", outcome.key))?;
                     }
                 }
             }
@@ -92,7 +93,7 @@ pub fn run(env: &Env, args: &VerifyArgs) -> Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+        report_line(serde_json::to_string_pretty(&outcomes)?)?;
     }
     if outcomes.is_empty() {
         bail!(exit::nothing(format!(

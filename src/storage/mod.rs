@@ -109,33 +109,52 @@ pub trait Storage: Send + Sync {
     }
 }
 
+/// Checks that `dest` names a destination sqlbak can use (a plain path, a `file://` URL
+/// with an absolute path, or a well-formed `s3://` URL) without touching it, so that a
+/// mistyped destination is reported as such before any work is done.
+pub fn check_destination(dest: &str) -> Result<(), StorageError> {
+    parse(dest).map(|_| ())
+}
+
 /// Opens the destination named by `dest`: a plain path, a `file://` URL or an `s3://` URL.
+/// Only a malformed `dest` fails with [`StorageError::BadDestination`] here; whether the
+/// destination exists or answers is found out by the first request.
 pub fn open(dest: &str) -> Result<Box<dyn Storage>, StorageError> {
+    Ok(match parse(dest)? {
+        Destination::Local(root) => Box::new(local::LocalStorage::new(root)),
+        Destination::S3 => Box::new(s3::S3Storage::open(dest)?),
+    })
+}
+
+/// What a destination string names, once its syntax has been checked.
+enum Destination {
+    Local(PathBuf),
+    S3,
+}
+
+fn parse(dest: &str) -> Result<Destination, StorageError> {
+    let bad = |why: String| StorageError::BadDestination(dest.into(), why);
     if let Some(rest) = dest.strip_prefix("file://") {
         if rest.is_empty() || !rest.starts_with('/') {
-            return Err(StorageError::BadDestination(
-                dest.into(),
+            return Err(bad(
                 "a file:// URL needs an absolute path, e.g. file:///var/backups".into(),
             ));
         }
-        return Ok(Box::new(local::LocalStorage::new(PathBuf::from(rest))));
+        return Ok(Destination::Local(PathBuf::from(rest)));
     }
     if dest.starts_with("s3://") {
-        return Ok(Box::new(s3::S3Storage::open(dest)?));
+        s3::S3Location::parse(dest).map_err(bad)?;
+        return Ok(Destination::S3);
     }
     if let Some((scheme, _)) = dest.split_once("://") {
-        return Err(StorageError::BadDestination(
-            dest.into(),
-            format!(
-                "unknown scheme {scheme}://; use a directory path, file:///path or s3://bucket/prefix"
-            ),
-        ));
+        return Err(bad(format!(
+            "unknown scheme {scheme}://; use a directory path, file:///path or s3://bucket/prefix"
+        )));
     }
     if dest.is_empty() {
-        return Err(StorageError::BadDestination(
-            dest.into(),
+        return Err(bad(
             "the destination is empty; pass --dest or set dest in the config".into(),
         ));
     }
-    Ok(Box::new(local::LocalStorage::new(PathBuf::from(dest))))
+    Ok(Destination::Local(PathBuf::from(dest)))
 }

@@ -3,9 +3,9 @@
 //! [`S3Server`] runs moto's standalone server (`pip install 'moto[server]'`, which
 //! `bash .ci/run` does) on a free loopback port, creates a bucket, and kills the server on
 //! drop. [`FaultyProxy`] forwards to it from another loopback port, answering some requests
-//! with HTTP 500 and dropping some connections before or after forwarding them; with a
-//! [`Tamper`] it also refuses chosen requests or alters chosen answers, as a misbehaving
-//! server or an altering middlebox would.
+//! with HTTP 500, dropping some connections before or after forwarding them, and cutting
+//! some object reads off halfway through the body; with a [`Tamper`] it also refuses chosen
+//! requests or alters chosen answers, as a misbehaving server or an altering middlebox would.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -304,6 +304,9 @@ pub struct Faults {
     pub drop_before: u32,
     /// Forward, then close the connection instead of relaying the answer.
     pub drop_after: u32,
+    /// Forward an object read (a GET of a key), then relay its headers and only the first
+    /// half of its body before closing the connection.
+    pub cut_object_reads: u32,
     /// Seed of the dice.
     pub seed: u64,
 }
@@ -319,6 +322,8 @@ pub struct FaultStats {
     pub dropped_before: AtomicU32,
     /// Connections dropped after forwarding.
     pub dropped_after: AtomicU32,
+    /// Object reads cut off halfway through the body.
+    pub cut: AtomicU32,
     /// The head (request line and headers) of every request seen.
     pub heads: Mutex<Vec<String>>,
 }
@@ -329,6 +334,7 @@ impl FaultStats {
         self.errors.load(Ordering::Relaxed)
             + self.dropped_before.load(Ordering::Relaxed)
             + self.dropped_after.load(Ordering::Relaxed)
+            + self.cut.load(Ordering::Relaxed)
     }
 }
 
@@ -457,6 +463,13 @@ fn serve(
     stats.requests.fetch_add(1, Ordering::Relaxed);
     stats.heads.lock().unwrap().push(head.clone());
     let method = head.split_whitespace().next().unwrap_or("").to_string();
+    // Path-style `/bucket/key`: an object read names a key; a listing names only the bucket.
+    let names_a_key = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|target| target.split('?').next())
+        .and_then(|path| path.trim_start_matches('/').split_once('/'))
+        .is_some_and(|(_, key)| !key.is_empty());
     let mut out = conn;
     if let Some((status, code)) = tamper.refuse.as_ref().and_then(|refuse| refuse(&head)) {
         return answer_error(out, status, code);
@@ -471,6 +484,10 @@ fn serve(
         return out.shutdown(Shutdown::Both);
     }
     let drop_after = r < faults.error_500 + faults.drop_before + faults.drop_after;
+    let cut = !drop_after
+        && method == "GET"
+        && names_a_key
+        && r < faults.error_500 + faults.drop_before + faults.drop_after + faults.cut_object_reads;
     // Forward on a fresh connection that closes after the answer.
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     up.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -522,6 +539,12 @@ fn serve(
     }
     relayed.push_str("Connection: close\r\n\r\n");
     out.write_all(relayed.as_bytes())?;
+    if cut {
+        stats.cut.fetch_add(1, Ordering::Relaxed);
+        out.write_all(&rbody[..rbody.len() / 2])?;
+        out.flush()?;
+        return out.shutdown(Shutdown::Both);
+    }
     out.write_all(&rbody)?;
     out.flush()?;
     out.shutdown(Shutdown::Both)
