@@ -179,7 +179,7 @@ const PAGES_PER_STEP: i32 = 4096;
 const STREAM_BUFFER: usize = 1 << 20;
 /// Buffers queued in memory between the capture thread and the compressor; beyond them,
 /// pages spill to a temporary file.
-const STREAM_BUFFERS: usize = 8;
+const STREAM_BUFFERS: usize = 4;
 const CAPTURE_DIR_PREFIX: &str = "sqlbak-capture-";
 
 /// Checks that `path` exists and is a regular file, without opening it: closing any
@@ -301,6 +301,8 @@ fn start_stream(
         Ok(v) => v,
         Err(e) => return Err(fail(src, sidecars, e)),
     };
+    // Each page is read once: SQLite's page cache would only add to our memory.
+    let _ = src.execute_batch("PRAGMA cache_size = -256");
     if src.prepare("SELECT data FROM sqlite_dbpage").is_err() {
         tracing::debug!("this SQLite has no sqlite_dbpage table; copying with the backup API");
         if let Err(e) = src.execute_batch("COMMIT") {
