@@ -321,12 +321,22 @@ fn start_stream(
         .spawn(move || {
             BUSY_DEADLINE.with(|d| d.set(deadline));
             let classified = |e| classify(e, &source_path, &thread_opts);
-            let result =
-                send_pages(&src, page_size, page_count, &mut pump, &classified).and_then(|()| {
-                    src.execute_batch("COMMIT")
-                        .and_then(|()| src.close().map_err(|(_, e)| e))
-                        .map_err(classified)
-                });
+            let sent = send_pages(&src, page_size, page_count, &mut pump, &classified);
+            // The connection is closed before the sidecars are tidied: their probe opens and
+            // closes the database file, which would drop this process's SQLite locks.
+            let result = match sent {
+                Ok(()) => src
+                    .execute_batch("COMMIT")
+                    .and_then(|()| src.close().map_err(|(_, e)| e))
+                    .map_err(classified),
+                Err(e) => {
+                    drop(src);
+                    Err(e)
+                }
+            };
+            // The last page is read and the transaction over: the compressor may still be
+            // reading the spill file, and that no longer holds anything up.
+            drop(pump);
             sidecars.tidy(&source_path);
             tracing::debug!(
                 "read {page_count} pages in {:.2}s",

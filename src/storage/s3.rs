@@ -1291,6 +1291,8 @@ async fn upload_part(
         .part_number(number)
         .content_md5(b64)
         .body(ByteStream::from(data))
+        .customize()
+        .disable_payload_signing()
         .send()
         .await
         .map_err(|e| target.fail(&format!("upload {what}"), &e))?;
