@@ -311,7 +311,7 @@ fn start_stream(
         return Ok(Started::CannotStream(src, sidecars));
     }
 
-    let (mut pump, mut pages) = stream::channel(STREAM_BUFFERS, &opts.tmp_dir, temp_prefix());
+    let (mut pump, mut pages) = stream::channel(STREAM_BUFFERS, &opts.tmp_dir);
     let deadline = BUSY_DEADLINE.with(Cell::get);
     let source_path = source.to_path_buf();
     let thread_opts = opts.clone();
@@ -412,9 +412,20 @@ fn stream_mismatch(what: String) -> rusqlite::Error {
     )
 }
 
-/// The name prefix of this process's temporaries in the temporary directory.
-fn temp_prefix() -> String {
-    format!("{CAPTURE_DIR_PREFIX}{}", host::temp_tag_prefix())
+/// A new private directory under `tmp_dir`, named so that a later run can tell it is
+/// ours and remove it if this process dies. `purpose` completes the error message.
+fn capture_dir(tmp_dir: &Path, purpose: &str) -> Result<TempDir, CaptureError> {
+    tempfile::Builder::new()
+        .prefix(&format!("{CAPTURE_DIR_PREFIX}{}", host::temp_tag_prefix()))
+        .rand_bytes(host::TEMP_RAND_LEN)
+        .tempdir_in(tmp_dir)
+        .map_err(|e| CaptureError::Io {
+            context: format!(
+                "cannot create a temporary directory in {}{purpose} (set --tmp-dir to a writable directory)",
+                tmp_dir.display()
+            ),
+            source: e,
+        })
 }
 
 /// Copies the image into a private temporary directory: the backup API inside one read
@@ -427,18 +438,7 @@ fn copy_into_temp(
     progress: &dyn Fn(u64, u64),
     started: Instant,
 ) -> Result<Image, CaptureError> {
-    let dir = tempfile::Builder::new()
-        .prefix(&temp_prefix())
-        .rand_bytes(host::TEMP_RAND_LEN)
-        .tempdir_in(&opts.tmp_dir)
-        .map_err(|e| CaptureError::Io {
-            context: format!(
-                "cannot create a temporary directory in {} (set --tmp-dir to a writable directory)",
-                opts.tmp_dir.display()
-            ),
-            source: e,
-        });
-    let dir = match dir {
+    let dir = match capture_dir(&opts.tmp_dir, "") {
         Ok(dir) => dir,
         Err(e) => {
             drop(src);

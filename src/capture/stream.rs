@@ -50,8 +50,8 @@ impl Shared {
 }
 
 /// Creates both ends: a queue of `queue` buffers, spilling into a new directory under
-/// `tmp_dir` named with `dir_prefix`.
-pub(super) fn channel(queue: usize, tmp_dir: &Path, dir_prefix: String) -> (Pump, PageStream) {
+/// `tmp_dir`.
+pub(super) fn channel(queue: usize, tmp_dir: &Path) -> (Pump, PageStream) {
     let (tx, rx) = mpsc::sync_channel(queue);
     let shared = Arc::new(Shared::default());
     (
@@ -59,7 +59,6 @@ pub(super) fn channel(queue: usize, tmp_dir: &Path, dir_prefix: String) -> (Pump
             tx: Some(tx),
             shared: shared.clone(),
             tmp_dir: tmp_dir.to_path_buf(),
-            dir_prefix,
             spill: None,
         },
         PageStream {
@@ -79,7 +78,6 @@ pub(super) struct Pump {
     tx: Option<SyncSender<Vec<u8>>>,
     shared: Arc<Shared>,
     tmp_dir: PathBuf,
-    dir_prefix: String,
     spill: Option<Arc<File>>,
 }
 
@@ -114,17 +112,10 @@ impl Pump {
     /// Opens the spill file and closes the queue: the reader drains what is queued, then
     /// follows the file.
     fn start_spill(&mut self) -> Result<(), CaptureError> {
-        let dir = tempfile::Builder::new()
-            .prefix(&self.dir_prefix)
-            .rand_bytes(crate::host::TEMP_RAND_LEN)
-            .tempdir_in(&self.tmp_dir)
-            .map_err(|e| CaptureError::Io {
-                context: format!(
-                    "cannot create a temporary directory in {} for the pages the compressor has not reached yet (set --tmp-dir to a writable directory)",
-                    self.tmp_dir.display()
-                ),
-                source: e,
-            })?;
+        let dir = super::capture_dir(
+            &self.tmp_dir,
+            " for the pages the compressor has not reached yet",
+        )?;
         let path = dir.path().join("pages");
         let file = File::options()
             .create_new(true)
@@ -295,7 +286,7 @@ mod tests {
     #[test]
     fn a_reader_that_keeps_up_gets_everything_from_memory() {
         let tmp = TempDir::new().unwrap();
-        let (mut pump, mut stream) = channel(64, tmp.path(), "t-".into());
+        let (mut pump, mut stream) = channel(64, tmp.path());
         for i in 0..10 {
             assert!(pump.push(chunk(i, 1000)).unwrap());
         }
@@ -313,7 +304,7 @@ mod tests {
     #[test]
     fn a_full_queue_spills_in_order_and_never_blocks_the_writer() {
         let tmp = TempDir::new().unwrap();
-        let (mut pump, mut stream) = channel(2, tmp.path(), "t-".into());
+        let (mut pump, mut stream) = channel(2, tmp.path());
         // Nobody reads yet: every push returns at once; all but two go to the file.
         for i in 0..50 {
             assert!(pump.push(chunk(i, 4096)).unwrap());
@@ -338,7 +329,7 @@ mod tests {
     #[test]
     fn the_reader_follows_a_spill_that_is_still_growing() {
         let tmp = TempDir::new().unwrap();
-        let (mut pump, mut stream) = channel(1, tmp.path(), "t-".into());
+        let (mut pump, mut stream) = channel(1, tmp.path());
         let writer = std::thread::spawn(move || {
             for i in 0..200 {
                 assert!(pump.push(chunk(i, 3000)).unwrap());
@@ -363,12 +354,12 @@ mod tests {
     #[test]
     fn a_reader_that_leaves_stops_the_writer() {
         let tmp = TempDir::new().unwrap();
-        let (mut pump, stream) = channel(1, tmp.path(), "t-".into());
+        let (mut pump, stream) = channel(1, tmp.path());
         assert!(pump.push(chunk(0, 10)).unwrap());
         assert!(pump.push(chunk(1, 10)).unwrap()); // spills
         drop(stream);
         assert!(!pump.push(chunk(2, 10)).unwrap());
-        let (mut pump, stream) = channel(4, tmp.path(), "t-".into());
+        let (mut pump, stream) = channel(4, tmp.path());
         drop(stream);
         assert!(!pump.push(chunk(0, 10)).unwrap());
     }
@@ -378,7 +369,7 @@ mod tests {
         let tmp = TempDir::new().unwrap();
         let not_a_dir = tmp.path().join("file");
         std::fs::write(&not_a_dir, "").unwrap();
-        let (mut pump, _stream) = channel(0, &not_a_dir, "t-".into());
+        let (mut pump, _stream) = channel(0, &not_a_dir);
         let err = pump.push(chunk(0, 10)).unwrap_err();
         assert!(err.to_string().contains("--tmp-dir"), "{err}");
     }

@@ -468,6 +468,26 @@ struct Inner {
     conditional: AtomicBool,
 }
 
+impl Inner {
+    /// `HeadObject` on a full key, waiting for the answer.
+    #[allow(clippy::result_large_err)] // the SDK's own error, handed straight to the caller
+    fn head_object(
+        &self,
+        full: &str,
+    ) -> Result<
+        aws_sdk_s3::operation::head_object::HeadObjectOutput,
+        SdkError<aws_sdk_s3::operation::head_object::HeadObjectError, HttpResponse>,
+    > {
+        self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.target.bucket)
+                .key(full)
+                .send(),
+        )
+    }
+}
+
 /// A bucket (and prefix) on S3 or an S3-compatible store.
 pub struct S3Storage {
     inner: Arc<Inner>,
@@ -589,14 +609,7 @@ impl S3Storage {
     /// The object's user metadata, `None` when it does not exist.
     fn head(&self, key: &str, full: &str) -> Result<Option<HashMap<String, String>>, StorageError> {
         let inner = &self.inner;
-        let sent = inner.rt.block_on(
-            inner
-                .client
-                .head_object()
-                .bucket(&inner.target.bucket)
-                .key(full)
-                .send(),
-        );
+        let sent = inner.head_object(full);
         match sent {
             Ok(out) => Ok(Some(out.metadata.unwrap_or_default())),
             Err(e) => match inner.target.classify(&format!("read {key}"), &e) {
@@ -1080,14 +1093,7 @@ impl S3Writer {
     /// whose first attempt succeeded but whose answer was lost).
     fn is_ours(&self) -> bool {
         let inner = &self.inner;
-        let head = inner.rt.block_on(
-            inner
-                .client
-                .head_object()
-                .bucket(&inner.target.bucket)
-                .key(&self.full)
-                .send(),
-        );
+        let head = inner.head_object(&self.full);
         head.ok()
             .and_then(|h| h.metadata)
             .and_then(|m| m.get(META_WRITER).cloned())
@@ -1186,14 +1192,7 @@ made before the upload to never overwrite a snapshot",
         }
         // Completed: nothing to abort any more.
         self.upload = None;
-        let head = inner.rt.block_on(
-            inner
-                .client
-                .head_object()
-                .bucket(&inner.target.bucket)
-                .key(&self.full)
-                .send(),
-        );
+        let head = inner.head_object(&self.full);
         let head = match head {
             Ok(head) => head,
             Err(e) => {
@@ -1233,14 +1232,7 @@ made before the upload to never overwrite a snapshot",
     /// delete only a writer that ignores `If-None-Match` could replace it.
     fn delete_if_ours(&self) -> Result<Removal, String> {
         let inner = &self.inner;
-        let head = inner.rt.block_on(
-            inner
-                .client
-                .head_object()
-                .bucket(&inner.target.bucket)
-                .key(&self.full)
-                .send(),
-        );
+        let head = inner.head_object(&self.full);
         let head = match head {
             Ok(head) => head,
             Err(e) => {
