@@ -22,7 +22,7 @@ pub fn fetch(
     progress: &dyn Fn(u64),
 ) -> Result<DecodeReport> {
     let key = snap.key.key();
-    let context = || format!("cannot restore {key} from {}", storage.url());
+    let context = || format!("cannot fetch {key} from {}", storage.url());
     let reader = StorageReader(storage.open(&key)?);
     let behind = WriteBehind::new(out).context("cannot write the restored image")?;
     let mut writer = BufWriter::with_capacity(1 << 20, SyncingWriter { file: out, behind });
