@@ -62,6 +62,9 @@ pub struct CaptureOptions {
     pub busy_timeout: Duration,
     /// Where a copied image, or the pages a streamed one spills, go.
     pub tmp_dir: PathBuf,
+    /// The most bytes a streamed capture keeps in `tmp_dir` before its read transaction
+    /// waits for the compressor instead; `None`: no limit.
+    pub tmp_limit: Option<u64>,
 }
 
 /// A captured image: a file in a private temporary directory (removed on drop), or the
@@ -311,7 +314,7 @@ fn start_stream(
         return Ok(Started::CannotStream(src, sidecars));
     }
 
-    let (mut pump, mut pages) = stream::channel(STREAM_BUFFERS, &opts.tmp_dir);
+    let (mut pump, mut pages) = stream::channel(STREAM_BUFFERS, &opts.tmp_dir, opts.tmp_limit);
     let deadline = BUSY_DEADLINE.with(Cell::get);
     let source_path = source.to_path_buf();
     let thread_opts = opts.clone();

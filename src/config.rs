@@ -38,6 +38,63 @@ impl From<HumanDuration> for String {
     }
 }
 
+/// `16777216`, `16MiB`, `16MB`, `512KiB`, `1GiB` (case-insensitive).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// A size in bytes written as people write them (`512MiB`, `2GiB`, `1048576`), in flags and
+/// in TOML (where a plain integer works too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SizeRepr", into = "String")]
+pub struct ByteSize(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Bytes(u64),
+    Text(String),
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_size(s)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is not a size: use one such as 512MiB, 2GiB or 0"))
+    }
+}
+
+impl TryFrom<SizeRepr> for ByteSize {
+    type Error = String;
+    fn try_from(r: SizeRepr) -> Result<Self, Self::Error> {
+        match r {
+            SizeRepr::Bytes(n) => Ok(ByteSize(n)),
+            SizeRepr::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl From<ByteSize> for String {
+    fn from(b: ByteSize) -> String {
+        b.0.to_string()
+    }
+}
+
 /// Options a config file and the command line can both set. Every field is optional so
 /// that layers can be overlaid; [`Options::resolve`] fills in defaults.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, Serialize, Deserialize)]
@@ -64,6 +121,13 @@ pub struct Options {
     #[arg(long, value_name = "DIR", help_heading = "Capture")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tmp_dir: Option<PathBuf>,
+
+    /// The most temporary space a streamed snapshot may hold for pages the compressor has not
+    /// reached; beyond it the read transaction waits for the compressor, holding back the
+    /// database's checkpoints for longer. 0 never uses temporary space [default: no limit].
+    #[arg(long, value_name = "SIZE", help_heading = "Capture")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmp_limit: Option<ByteSize>,
 
     /// gzip level, 0 (store) to 9 (smallest) [default: 6].
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=9), help_heading = "Compression")]
@@ -159,6 +223,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "method",
     "busy_timeout",
     "tmp_dir",
+    "tmp_limit",
     "level",
     "jobs",
     "age_recipients",
@@ -186,6 +251,8 @@ pub struct Resolved {
     pub busy_timeout: Duration,
     /// Temporary directory.
     pub tmp_dir: PathBuf,
+    /// Most temporary space a streamed capture may use; `None`: no limit.
+    pub tmp_limit: Option<u64>,
     /// gzip level.
     pub level: u32,
     /// Compression threads.
@@ -216,6 +283,7 @@ impl Options {
             method: self.method.or(lower.method),
             busy_timeout: self.busy_timeout.or(lower.busy_timeout),
             tmp_dir: self.tmp_dir.clone().or_else(|| lower.tmp_dir.clone()),
+            tmp_limit: self.tmp_limit.or(lower.tmp_limit),
             level: self.level.or(lower.level),
             jobs: self.jobs.or(lower.jobs),
             age_recipients: self
@@ -274,6 +342,7 @@ impl Options {
             method: self.method.unwrap_or_default(),
             busy_timeout: self.busy_timeout.map_or(Duration::from_secs(30), |d| d.0),
             tmp_dir: self.tmp_dir.clone().unwrap_or_else(std::env::temp_dir),
+            tmp_limit: self.tmp_limit.map(|b| b.0),
             level: self.level.unwrap_or(6),
             jobs: self.jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
@@ -425,6 +494,24 @@ fn check_keys(table: &toml::Table, known: &[&str], place: &str) -> Result<(), St
 mod tests {
     use super::*;
 
+    #[test]
+    fn sizes() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(parse_size("16777216"), Some(16 * MIB));
+        assert_eq!(parse_size("5MiB"), Some(5 * MIB));
+        assert_eq!(parse_size("5mb"), Some(5_000_000));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(parse_size("5 parsecs"), None);
+        assert_eq!("0".parse::<ByteSize>(), Ok(ByteSize(0)));
+        assert!("lots".parse::<ByteSize>().unwrap_err().contains("512MiB"));
+        let toml_int: Options = toml::from_str("tmp_limit = 0").unwrap();
+        assert_eq!(toml_int.tmp_limit, Some(ByteSize(0)));
+        let toml_text: Options = toml::from_str("tmp_limit = \"2GiB\"").unwrap();
+        assert_eq!(toml_text.tmp_limit, Some(ByteSize(2 << 30)));
+        assert!(toml::from_str::<Options>("tmp_limit = \"lots\"").is_err());
+    }
+
     fn parse(text: &str) -> Result<ConfigFile> {
         ConfigFile::parse(text, Path::new("/etc/sqlbak.toml"))
     }
@@ -436,6 +523,7 @@ mod tests {
             method: Some(Method::Vacuum),
             busy_timeout: Some(HumanDuration(Duration::from_secs(1))),
             tmp_dir: Some("/t".into()),
+            tmp_limit: Some(ByteSize(1)),
             level: Some(1),
             jobs: Some(1),
             age_recipients: Some(vec!["r".into()]),
@@ -473,6 +561,7 @@ name = "app"
 path = "/var/lib/other.db"
 dest = "/mnt/other"
 method = "vacuum"
+tmp_limit = "512MiB"
 "#,
         )
         .unwrap();
@@ -486,6 +575,7 @@ method = "vacuum"
         assert_eq!(a.level, 9);
         assert_eq!(a.busy_timeout, Duration::from_secs(5));
         assert_eq!(a.method, Method::Stream);
+        assert_eq!(a.tmp_limit, None);
         let b = cfg.databases[1]
             .options
             .over(&cfg.defaults)
@@ -493,6 +583,7 @@ method = "vacuum"
             .unwrap();
         assert_eq!(b.dest, "/mnt/other");
         assert_eq!(b.method, Method::Vacuum);
+        assert_eq!(b.tmp_limit, Some(512 << 20));
         let cli = Options {
             level: Some(1),
             ..Options::default()

@@ -659,6 +659,44 @@ fn a_large_snapshot_is_exact_whatever_the_compressor_keeps_up_with() {
     assert!(fs::metadata(&db).unwrap().len() > 32 << 20);
     assert_eq!(fs::read(&plain).unwrap(), fs::read(&db).unwrap());
     assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0, "temporaries left");
+
+    // --tmp-limit 0: the read transaction waits for the compressor instead; no temporary
+    // space is needed at all, so a --tmp-dir that cannot hold anything does not matter.
+    let not_a_dir = dir.path().join("not-a-dir");
+    fs::write(&not_a_dir, "").unwrap();
+    let dest2 = dir.path().join("backups2");
+    let out = sqlbak()
+        .args([
+            "snapshot",
+            "--tmp-limit",
+            "0",
+            "--level",
+            "9",
+            "--jobs",
+            "1",
+            "--db",
+        ])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest2)
+        .arg("--tmp-dir")
+        .arg(&not_a_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plain2 = dir.path().join("plain2.db");
+    gunzip_to(&snapshot_files(&dest2)[0], &plain2);
+    assert_eq!(fs::read(&plain2).unwrap(), fs::read(&db).unwrap());
+
+    let out = sqlbak()
+        .args(["snapshot", "--tmp-limit", "lots", "--db"])
+        .arg(&db)
+        .arg("--dest")
+        .arg(&dest2)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("512MiB"), "{}", stderr(&out));
 }
 
 fn sidecar(db: &Path, suffix: &str) -> std::path::PathBuf {

@@ -26,7 +26,10 @@ use tempfile::TempDir;
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<SpillState>,
+    /// The capture thread wrote more, or finished.
     grown: Condvar,
+    /// The compressor read more of the spill file, or left.
+    drained: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +39,8 @@ struct SpillState {
     file: Option<(Arc<File>, Arc<TempDir>)>,
     /// Bytes written to the spill file so far.
     written: u64,
+    /// Bytes of the spill file the compressor has read.
+    consumed: u64,
     /// The capture thread will write nothing more.
     done: bool,
     /// The reading end is gone: stop reading pages.
@@ -50,8 +55,9 @@ impl Shared {
 }
 
 /// Creates both ends: a queue of `queue` buffers, spilling into a new directory under
-/// `tmp_dir`.
-pub(super) fn channel(queue: usize, tmp_dir: &Path) -> (Pump, PageStream) {
+/// `tmp_dir`, with at most `limit` bytes there not yet read (`None`: no limit; `Some(0)`:
+/// never spill, the capture waits for the compressor instead).
+pub(super) fn channel(queue: usize, tmp_dir: &Path, limit: Option<u64>) -> (Pump, PageStream) {
     let (tx, rx) = mpsc::sync_channel(queue);
     let shared = Arc::new(Shared::default());
     (
@@ -59,6 +65,7 @@ pub(super) fn channel(queue: usize, tmp_dir: &Path) -> (Pump, PageStream) {
             tx: Some(tx),
             shared: shared.clone(),
             tmp_dir: tmp_dir.to_path_buf(),
+            limit,
             spill: None,
         },
         PageStream {
@@ -78,14 +85,17 @@ pub(super) struct Pump {
     tx: Option<SyncSender<Vec<u8>>>,
     shared: Arc<Shared>,
     tmp_dir: PathBuf,
+    limit: Option<u64>,
     spill: Option<Arc<File>>,
 }
 
 impl Pump {
-    /// Hands over one buffer without waiting for the reader. `Ok(false)`: the reader is
-    /// gone, stop reading.
+    /// Hands over one buffer, waiting for the reader only when the spill limit says so.
+    /// `Ok(false)`: the reader is gone, stop reading.
     pub(super) fn push(&mut self, buf: Vec<u8>) -> Result<bool, CaptureError> {
         let buf = match &self.tx {
+            // No temporary space at all: the queue, and waiting for the compressor.
+            Some(tx) if self.limit == Some(0) => return Ok(tx.send(buf).is_ok()),
             Some(tx) => match tx.try_send(buf) {
                 Ok(()) => return Ok(true),
                 Err(TrySendError::Disconnected(_)) => return Ok(false),
@@ -96,7 +106,7 @@ impl Pump {
             },
             None => buf,
         };
-        if self.shared.lock().abandoned {
+        if !self.wait_for_room(buf.len() as u64) {
             return Ok(false);
         }
         let file = self.spill.as_ref().ok_or_else(|| self.spill_error(None))?;
@@ -107,6 +117,26 @@ impl Pump {
         state.written += buf.len() as u64;
         self.shared.grown.notify_all();
         Ok(true)
+    }
+
+    /// Waits until `len` more bytes keep the unread part of the spill file within the limit
+    /// (or the file is all read: a buffer larger than the limit still goes through).
+    /// `false`: the reader is gone.
+    fn wait_for_room(&self, len: u64) -> bool {
+        let mut state = self.shared.lock();
+        if let Some(limit) = self.limit {
+            while !state.abandoned
+                && state.written > state.consumed
+                && state.written - state.consumed + len > limit
+            {
+                state = self
+                    .shared
+                    .drained
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        !state.abandoned
     }
 
     /// Opens the spill file and closes the queue: the reader drains what is queued, then
@@ -194,6 +224,7 @@ impl PageStream {
     pub(super) fn join(&mut self) -> Result<(), CaptureError> {
         self.rx = None;
         self.shared.lock().abandoned = true;
+        self.shared.drained.notify_all();
         match self.worker.take() {
             None => Ok(()),
             Some(worker) => worker.join().unwrap_or_else(|_| {
@@ -236,6 +267,8 @@ impl PageStream {
             ));
         }
         self.spill_read += n as u64;
+        self.shared.lock().consumed = self.spill_read;
+        self.shared.drained.notify_all();
         Ok(n)
     }
 }
@@ -286,7 +319,7 @@ mod tests {
     #[test]
     fn a_reader_that_keeps_up_gets_everything_from_memory() {
         let tmp = TempDir::new().unwrap();
-        let (mut pump, mut stream) = channel(64, tmp.path());
+        let (mut pump, mut stream) = channel(64, tmp.path(), None);
         for i in 0..10 {
             assert!(pump.push(chunk(i, 1000)).unwrap());
         }
@@ -304,7 +337,7 @@ mod tests {
     #[test]
     fn a_full_queue_spills_in_order_and_never_blocks_the_writer() {
         let tmp = TempDir::new().unwrap();
-        let (mut pump, mut stream) = channel(2, tmp.path());
+        let (mut pump, mut stream) = channel(2, tmp.path(), None);
         // Nobody reads yet: every push returns at once; all but two go to the file.
         for i in 0..50 {
             assert!(pump.push(chunk(i, 4096)).unwrap());
@@ -329,7 +362,7 @@ mod tests {
     #[test]
     fn the_reader_follows_a_spill_that_is_still_growing() {
         let tmp = TempDir::new().unwrap();
-        let (mut pump, mut stream) = channel(1, tmp.path());
+        let (mut pump, mut stream) = channel(1, tmp.path(), None);
         let writer = std::thread::spawn(move || {
             for i in 0..200 {
                 assert!(pump.push(chunk(i, 3000)).unwrap());
@@ -354,14 +387,68 @@ mod tests {
     #[test]
     fn a_reader_that_leaves_stops_the_writer() {
         let tmp = TempDir::new().unwrap();
-        let (mut pump, stream) = channel(1, tmp.path());
+        let (mut pump, stream) = channel(1, tmp.path(), None);
         assert!(pump.push(chunk(0, 10)).unwrap());
         assert!(pump.push(chunk(1, 10)).unwrap()); // spills
         drop(stream);
         assert!(!pump.push(chunk(2, 10)).unwrap());
-        let (mut pump, stream) = channel(4, tmp.path());
+        let (mut pump, stream) = channel(4, tmp.path(), None);
         drop(stream);
         assert!(!pump.push(chunk(0, 10)).unwrap());
+    }
+
+    /// Reads everything from `stream` on another thread after `delay`.
+    fn read_later(
+        mut stream: PageStream,
+        delay: std::time::Duration,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).unwrap();
+            got
+        })
+    }
+
+    #[test]
+    fn a_limit_of_zero_waits_for_the_reader_and_never_spills() {
+        let tmp = TempDir::new().unwrap();
+        let (mut pump, stream) = channel(2, tmp.path(), Some(0));
+        let reader = read_later(stream, std::time::Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        for i in 0..20 {
+            assert!(pump.push(chunk(i, 5000)).unwrap());
+        }
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(40),
+            "it waited"
+        );
+        drop(pump);
+        assert_eq!(reader.join().unwrap(), expected(20, 5000));
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "no spill"
+        );
+    }
+
+    #[test]
+    fn a_limit_bounds_what_waits_in_the_spill_file() {
+        let tmp = TempDir::new().unwrap();
+        let (mut pump, stream) = channel(1, tmp.path(), Some(3000));
+        let shared = pump.shared.clone();
+        let writer = std::thread::spawn(move || {
+            for i in 0..10 {
+                assert!(pump.push(chunk(i, 1000)).unwrap());
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Nobody reads: one buffer queued, three in the file, the writer waiting.
+        assert_eq!(shared.lock().written, 3000);
+        assert!(!writer.is_finished());
+        let reader = read_later(stream, std::time::Duration::ZERO);
+        writer.join().unwrap();
+        assert_eq!(reader.join().unwrap(), expected(10, 1000));
     }
 
     #[test]
@@ -369,7 +456,7 @@ mod tests {
         let tmp = TempDir::new().unwrap();
         let not_a_dir = tmp.path().join("file");
         std::fs::write(&not_a_dir, "").unwrap();
-        let (mut pump, _stream) = channel(0, &not_a_dir);
+        let (mut pump, _stream) = channel(0, &not_a_dir, None);
         let err = pump.push(chunk(0, 10)).unwrap_err();
         assert!(err.to_string().contains("--tmp-dir"), "{err}");
     }

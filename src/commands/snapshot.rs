@@ -259,6 +259,7 @@ fn snapshot_one(env: &Env, job: &Job) -> Result<Taken> {
             method: job.opts.method,
             busy_timeout: job.opts.busy_timeout,
             tmp_dir: job.opts.tmp_dir.clone(),
+            tmp_limit: job.opts.tmp_limit,
         },
         &|done, total| {
             bar.set_length(total);
