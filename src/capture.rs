@@ -42,8 +42,8 @@ use tempfile::TempDir;
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Pages go from one read transaction straight to the compressor as they are read;
-    /// only those the compressor has not reached when the transaction ends (it never waits
-    /// for the compressor) go through a temporary file.
+    /// those the compressor has not reached yet wait in a temporary file, so the transaction
+    /// does not wait for the compressor (up to --tmp-limit).
     #[default]
     Stream,
     /// SQLite's online backup API: a page-for-page copy into a temporary file inside one
