@@ -467,6 +467,29 @@ impl Inner {
                 .send(),
         )
     }
+
+    /// `GetObject` on a full key, from byte `from` on when resuming (and then only while
+    /// the object still has ETag `if_match`), waiting for the answer's headers.
+    #[allow(clippy::result_large_err)] // the SDK's own error, handed straight to the caller
+    fn get_object(
+        &self,
+        full: &str,
+        from: Option<u64>,
+        if_match: Option<String>,
+    ) -> Result<
+        aws_sdk_s3::operation::get_object::GetObjectOutput,
+        SdkError<aws_sdk_s3::operation::get_object::GetObjectError, HttpResponse>,
+    > {
+        self.rt.block_on(
+            self.client
+                .get_object()
+                .bucket(&self.target.bucket)
+                .key(full)
+                .set_range(from.map(|offset| format!("bytes={offset}-")))
+                .set_if_match(if_match)
+                .send(),
+        )
+    }
 }
 
 /// A bucket (and prefix) on S3 or an S3-compatible store.
@@ -698,14 +721,7 @@ token; it is not S3-compatible enough"
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
         let full = self.check_key(key)?;
         let inner = &self.inner;
-        let got = inner.rt.block_on(
-            inner
-                .client
-                .get_object()
-                .bucket(&inner.target.bucket)
-                .key(&full)
-                .send(),
-        );
+        let got = inner.get_object(&full, None, None);
         let out = match got {
             Ok(out) => out,
             Err(e) => {
@@ -1400,16 +1416,7 @@ impl S3Reader {
             self.offset
         );
         let inner = &self.inner;
-        let got = inner.rt.block_on(
-            inner
-                .client
-                .get_object()
-                .bucket(&inner.target.bucket)
-                .key(&self.full)
-                .range(format!("bytes={}-", self.offset))
-                .set_if_match(self.etag.clone())
-                .send(),
-        );
+        let got = inner.get_object(&self.full, Some(self.offset), self.etag.clone());
         match got {
             Ok(out) => {
                 self.body = out.body;
