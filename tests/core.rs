@@ -569,19 +569,7 @@ fn snapshots_stream_without_a_temporary_copy() {
     let dir = TempDir::new().unwrap();
     let not_a_dir = dir.path().join("not-a-dir");
     fs::write(&not_a_dir, "").unwrap();
-    let take = |db: &Path, dest: &Path, extra: &[&str]| {
-        sqlbak()
-            .arg("snapshot")
-            .args(extra)
-            .arg("--db")
-            .arg(db)
-            .arg("--dest")
-            .arg(dest)
-            .arg("--tmp-dir")
-            .arg(&not_a_dir)
-            .output()
-            .unwrap()
-    };
+    let take = |db: &Path, dest: &Path, extra: &[&str]| snapshot_in(db, dest, &not_a_dir, extra);
 
     for mode in ["wal", "delete"] {
         let db = dir.path().join(format!("{mode}.db"));
@@ -644,15 +632,7 @@ fn a_large_snapshot_is_exact_whatever_the_compressor_keeps_up_with() {
     let tmp = dir.path().join("tmp");
     fs::create_dir(&tmp).unwrap();
     let dest = dir.path().join("backups");
-    let out = sqlbak()
-        .args(["snapshot", "--level", "9", "--jobs", "1", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest)
-        .arg("--tmp-dir")
-        .arg(&tmp)
-        .output()
-        .unwrap();
+    let out = snapshot_in(&db, &dest, &tmp, &["--level", "9", "--jobs", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let plain = dir.path().join("plain.db");
     gunzip_to(&snapshot_files(&dest)[0], &plain);
@@ -665,24 +645,12 @@ fn a_large_snapshot_is_exact_whatever_the_compressor_keeps_up_with() {
     let not_a_dir = dir.path().join("not-a-dir");
     fs::write(&not_a_dir, "").unwrap();
     let dest2 = dir.path().join("backups2");
-    let out = sqlbak()
-        .args([
-            "snapshot",
-            "--tmp-limit",
-            "0",
-            "--level",
-            "9",
-            "--jobs",
-            "1",
-            "--db",
-        ])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest2)
-        .arg("--tmp-dir")
-        .arg(&not_a_dir)
-        .output()
-        .unwrap();
+    let out = snapshot_in(
+        &db,
+        &dest2,
+        &not_a_dir,
+        &["--tmp-limit", "0", "--level", "9", "--jobs", "1"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let plain2 = dir.path().join("plain2.db");
     gunzip_to(&snapshot_files(&dest2)[0], &plain2);

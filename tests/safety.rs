@@ -424,17 +424,7 @@ fn full_disks_fail_cleanly() {
         (&db, &["--method", "backup"][..]),
         (&big, &["--level", "9", "--jobs", "1"][..]),
     ] {
-        let out = sqlbak()
-            .arg("snapshot")
-            .args(args)
-            .arg("--db")
-            .arg(db)
-            .arg("--dest")
-            .arg(&good_dest)
-            .arg("--tmp-dir")
-            .arg(&small.path)
-            .output()
-            .unwrap();
+        let out = snapshot_in(db, &good_dest, &small.path, args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr(&out).contains("full"), "{args:?}: {}", stderr(&out));
         assert_eq!(files_under(&small.path), Vec::<String>::new());

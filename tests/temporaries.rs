@@ -120,15 +120,7 @@ fn snapshot_sweeps_temporaries_of_a_reused_pid_and_keeps_live_ones() {
         upload("junk"),
     ];
 
-    let out = sqlbak()
-        .args(["snapshot", "--db"])
-        .arg(&db)
-        .arg("--dest")
-        .arg(&dest)
-        .arg("--tmp-dir")
-        .arg(&tmp)
-        .output()
-        .unwrap();
+    let out = snapshot_in(&db, &dest, &tmp, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     for path in &swept {
         assert!(!path.exists(), "not swept: {}", path.display());

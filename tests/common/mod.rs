@@ -107,6 +107,22 @@ pub fn json(out: &Output) -> serde_json::Value {
 
 pub mod s3;
 
+/// Runs `sqlbak snapshot EXTRA... --db DB --dest DEST --tmp-dir TMP` and returns what it
+/// did, success or not.
+pub fn snapshot_in(db: &Path, dest: &Path, tmp: &Path, extra: &[&str]) -> Output {
+    sqlbak()
+        .arg("snapshot")
+        .args(extra)
+        .arg("--db")
+        .arg(db)
+        .arg("--dest")
+        .arg(dest)
+        .arg("--tmp-dir")
+        .arg(tmp)
+        .output()
+        .unwrap()
+}
+
 /// Runs `sqlbak snapshot --db DB --dest DEST` and asserts it succeeded.
 pub fn snapshot(db: &Path, dest: &Path) -> Output {
     let out = sqlbak()
