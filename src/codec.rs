@@ -269,21 +269,6 @@ fn read_chunk(input: &mut impl Read, size: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Lowercase hex sha256 of a file, read in large sequential blocks.
-pub fn sha256_file(path: &std::path::Path) -> io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
 /// Lowercase hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
